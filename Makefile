@@ -1,0 +1,29 @@
+# Every target installs what it needs first: a fresh machine runs `make demo` or `make test` and nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all demo bench lint clean
+
+install: $(STAMP)
+
+# torch first, from the CPU wheel on disk: anything that depends on torch would otherwise pull the CUDA build.
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,bfcl,gguf]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+lint: install
+	$(VENV)/bin/ruff check balancetrl tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
