@@ -1,0 +1,56 @@
+"""`balancetrl eval`: BFCL single-turn evaluation of a model (see balancetrl.eval.runner)."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+from trl.cli.commands.base import Command, CommandContext
+
+
+class EvalCommand(Command):
+    """Evaluate a model on BFCL categories with bfcl-eval's data and checkers."""
+
+    def __init__(self):
+        super().__init__(name="eval", help_text="Evaluate a model on BFCL (needs balancetrl[bfcl])")
+
+    def register(self, subparsers) -> None:
+        p = subparsers.add_parser(self.name, help=self.help_text, description=self.help_text)
+        p.add_argument("--model", required=True, help="HF model dir, .gguf file, or alias smollm2-135m-instruct")
+        p.add_argument(
+            "--categories", nargs="+", default=None,
+            help="BFCL single-turn categories or groups (e.g. simple_python live). Default: the python "
+            "AST and relevance categories, live included.",
+        )
+        p.add_argument("--limit", type=int, default=None, help="first N entries per category (quick looks)")
+        p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+        p.add_argument("--output-dir", default="bfcl_eval_output")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--max-new-tokens", type=int, default=512)
+        p.add_argument(
+            "--chat-template", default="keep", choices=("keep", "qwen3", "qwen3_training"),
+            help="keep the model's own template (as bfcl does) or use TRL's Qwen3 ChatML one",
+        )
+        p.add_argument("--dtype", default="float32", help="torch dtype to load the model in")
+        p.add_argument(
+            "--check-with-bfcl", action="store_true",
+            help="also re-score the written result files with bfcl's own `evaluate` entry and compare",
+        )
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    def run(self, args: Namespace, context: CommandContext) -> int:
+        from ..eval.report import to_markdown
+        from ..eval.runner import evaluate_bfcl
+
+        if args.limit is not None and args.limit < 1:
+            raise SystemExit("--limit must be a positive integer")
+        result = evaluate_bfcl(
+            args.model, args.categories, output_dir=args.output_dir, limit=args.limit,
+            backend=args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            chat_template=args.chat_template, dtype=args.dtype, check_with_bfcl=args.check_with_bfcl,
+            progress=not args.no_progress,
+        )
+        print(to_markdown(result))
+        print(f"Saved {args.output_dir}/results.json and results.md")
+        if "bfcl_scorer" in result and not result["bfcl_scorer"]["agree"]:
+            return 1
+        return 0

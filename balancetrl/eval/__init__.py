@@ -1,0 +1,1 @@
+"""Evaluation of function-calling models (BFCL single-turn categories via the bfcl-eval package)."""

@@ -1,0 +1,137 @@
+"""`evaluate_bfcl`: prompt, generate, decode and score BFCL single-turn categories end to end.
+
+Output directory layout:
+
+    results.json / results.md          the table (per-category accuracy, counts, errors)
+    bfcl_result/<model>/<group>/BFCL_v4_<category>_result.json
+                                       bfcl's result-file format: `bfcl evaluate` can re-score it
+    samples/<category>.jsonl           per sample: prompt, raw output, reasoning, verdict
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from . import bfcl, report
+from .generation import generate_transformers, generate_vllm
+
+
+def _load(model_spec: str, chat_template: str, dtype: str, backend: str):
+    from ..models import apply_tool_chat_template, load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_spec, chat_template=chat_template)
+    if tokenizer.chat_template is None:
+        # bfcl prompts through the model's own template; a model without one gets ChatML.
+        tokenizer = apply_tool_chat_template(tokenizer, "qwen3")
+    model = load_model(model_spec, dtype=dtype) if backend == "transformers" else None
+    return model, tokenizer
+
+
+def _bfcl_version() -> str:
+    try:
+        return version("bfcl-eval")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def evaluate_bfcl(
+    model_spec: str,
+    categories: list[str] | None = None,
+    *,
+    output_dir: str | Path = "bfcl_eval_output",
+    limit: int | None = None,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    chat_template: str = "keep",
+    dtype: str = "float32",
+    check_with_bfcl: bool = False,
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
+
+    `model`/`tokenizer` may be passed already loaded (e.g. from a training loop); `model_spec` then
+    only names the run. `check_with_bfcl` re-scores the written result files with bfcl's own
+    `evaluate` entry and records whether both agree per category.
+    """
+    if backend not in ("transformers", "vllm"):
+        raise ValueError(f"backend must be 'transformers' or 'vllm', got {backend!r}")
+    output_dir = Path(output_dir)
+    cats = bfcl.resolve_categories(list(categories or bfcl.DEFAULT_CATEGORIES))
+    if tokenizer is None or (model is None and backend == "transformers"):
+        model, tokenizer = _load(model_spec, chat_template, dtype, backend)
+
+    items = {c: bfcl.load_category(c, limit) for c in cats}
+    flat = [(c, i) for c in cats for i in range(len(items[c]))]
+    prompts = [
+        tokenizer.apply_chat_template(
+            bfcl.build_messages(items[c][i]["prompt_entry"]), add_generation_prompt=True, tokenize=False
+        )
+        for c, i in flat
+    ]
+
+    t0 = time.perf_counter()
+    if backend == "transformers":
+        gens = generate_transformers(
+            model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            progress=progress, desc="BFCL generation",
+        )
+    else:
+        from ..models import resolve_spec
+
+        folder, gguf_file = resolve_spec(model_spec)
+        gens = generate_vllm(folder, prompts, max_new_tokens=max_new_tokens, gguf_file=gguf_file)
+    gen_seconds = time.perf_counter() - t0
+
+    by_cat: dict[str, list] = {c: [] for c in cats}
+    for (c, i), prompt, g in zip(flat, prompts, gens):
+        by_cat[c].append((items[c][i], prompt, g))
+
+    rows = []
+    result_dir = output_dir / "bfcl_result"
+    (output_dir / "samples").mkdir(parents=True, exist_ok=True)
+    for c in cats:
+        answers = [bfcl.answer_text(c, g.text) for _, _, g in by_cat[c]]
+        verdicts = bfcl.score_category(c, [it for it, _, _ in by_cat[c]], answers)
+        records = []
+        with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
+            for (item, prompt, g), answer, v in zip(by_cat[c], answers, verdicts):
+                reasoning, _ = bfcl.split_think(g.text)
+                rec = {
+                    "id": item["id"], "result": answer, "input_token_count": g.input_tokens,
+                    "output_token_count": g.output_tokens, "latency": g.latency,
+                }
+                if reasoning:
+                    rec["reasoning_content"] = reasoning
+                records.append(rec)
+                f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, **v}, default=str) + "\n")
+        bfcl.write_result_file(result_dir, c, records)
+        rows.append(report.summarize(c, verdicts, [g.latency for _, _, g in by_cat[c]]))
+
+    out = {
+        "model": str(model_spec),
+        "backend": backend,
+        "limit": limit,
+        "bfcl_eval_version": _bfcl_version(),
+        "scoring_profile": bfcl.BFCL_SCORING_MODEL,
+        "generation_seconds": gen_seconds,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "categories": rows,
+        "overall": report.overall(rows),
+        "bfcl_result_dir": str(result_dir),
+    }
+    if check_with_bfcl:
+        theirs = bfcl.run_bfcl_scorer(result_dir, output_dir / "bfcl_score", cats)
+        ours = {r["category"]: (r["correct"], r["total"]) for r in rows}
+        agree = all(
+            c in theirs and (theirs[c]["correct_count"], theirs[c]["total_count"]) == ours[c] for c in cats
+        )
+        out["bfcl_scorer"] = {"agree": agree, "categories": theirs}
+    report.save(out, output_dir)
+    return out

@@ -1,0 +1,224 @@
+"""BFCL evaluation: our scores must equal bfcl-eval's own scorer on the same result files."""
+
+import argparse
+import json
+
+import pytest
+
+pytest.importorskip("bfcl_eval")
+
+from balancetrl.eval import bfcl  # noqa: E402
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with a byte-level BPE trained here on BFCL prompt text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = []
+    for cat in ("simple_python", "multiple", "live_simple", "irrelevance"):
+        for item in bfcl.load_category(cat, 30):
+            corpus += [m["content"] for m in bfcl.build_messages(item["prompt_entry"])]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=1000, special_tokens=SPECIALS,
+                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
+    )
+    import torch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=8192,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+# ---- think block and unsafe output -------------------------------------------------------------
+
+
+def test_split_think():
+    assert bfcl.split_think("<think>\nplan\n</think>\n\n[f(a=1)]") == ("plan", "[f(a=1)]")
+    assert bfcl.split_think("[f(a=1)]") == ("", "[f(a=1)]")
+    # Unclosed: no call was made, the text stays and fails to decode.
+    assert bfcl.split_think("<think>never ends") == ("", "<think>never ends")
+
+
+def test_unsafe_expressions_are_refused_not_evaluated():
+    assert bfcl.is_safe_to_decode("[f(a=1+2, b=-3.5*2)]")
+    assert bfcl.is_safe_to_decode("I cannot help with that.")
+    assert not bfcl.is_safe_to_decode("[f(a=1+__import__('os').getpid())]")
+    assert not bfcl.is_safe_to_decode("[f(a=9**9**9)]")
+    assert not bfcl.is_safe_to_decode("[f(a='x'*10)]")
+    assert not bfcl.is_safe_to_decode("f(key=lambda: 0)")
+    assert bfcl.answer_text("simple_python", "[f(a=1+open('x').read())]") == bfcl.REFUSED_OUTPUT
+    # A refused answer scores as an undecodable one: wrong for AST, right for irrelevance.
+    item = bfcl.load_category("simple_python", 1)[0]
+    assert bfcl.score_entry("simple_python", item, bfcl.REFUSED_OUTPUT)["error_type"] == "ast_decoder:decoder_failed"
+    irr = bfcl.load_category("irrelevance", 1)[0]
+    assert bfcl.score_entry("irrelevance", irr, bfcl.REFUSED_OUTPUT)["valid"]
+
+
+def test_think_then_call_is_scored_on_the_call():
+    item = bfcl.load_category("simple_python", 1)[0]
+    call = _render_calls(item["ground_truth"])
+    assert bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", f"<think>area</think>\n{call}"))["valid"]
+    assert not bfcl.score_entry("simple_python", item, f"<think>area</think>\n{call}")["valid"]
+
+
+# ---- agreement with bfcl's own scorer on known answers -----------------------------------------
+
+
+def _pick(options):
+    """First acceptable value of a bfcl possible-answer option list ("" marks 'may be omitted')."""
+    for opt in options:
+        if opt != "":
+            return _resolve(opt)
+    return None
+
+
+def _resolve(value):
+    # Nested dict parameters list their options per key, like the top level.
+    if isinstance(value, dict):
+        picked = {k: _pick(v) if isinstance(v, list) else v for k, v in value.items()}
+        return {k: v for k, v in picked.items() if v is not None}
+    return value
+
+
+def _render_calls(ground_truth):
+    calls = []
+    for call in ground_truth:
+        (name, params), = call.items()
+        args = [f"{k}={_pick(v)!r}" for k, v in params.items() if _pick(v) is not None]
+        calls.append(f"{name}({', '.join(args)})")
+    return "[" + ", ".join(calls) + "]"
+
+
+def _known_answers(category, items):
+    """Correct answers for even positions, three kinds of wrong ones for odd positions."""
+    answers, intended = [], []
+    for k, item in enumerate(items):
+        good = k % 2 == 0
+        if category in ("irrelevance", "live_irrelevance"):
+            name = item["prompt_entry"]["function"][0]["name"]
+            answers.append("I cannot answer that with the given functions." if good else f"[{name}()]")
+        elif category == "live_relevance":
+            name = item["prompt_entry"]["function"][0]["name"]
+            answers.append(f"[{name}()]" if good else "No function fits.")
+        elif good:
+            answers.append(_render_calls(item["ground_truth"]))
+        else:
+            wrong = ["[not_a_function(x=1)]", "Sorry, I do not know.", "[]"][(k // 2) % 3]
+            answers.append(wrong)
+        intended.append(good)
+    return answers, intended
+
+
+KNOWN_CATEGORIES = [
+    "simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "live_simple",
+    "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance", "live_relevance",
+]
+
+
+def test_known_answers_agree_with_bfcl_scorer(tmp_path):
+    result_dir, ours = tmp_path / "result", {}
+    for cat in KNOWN_CATEGORIES:
+        items = bfcl.load_category(cat, 8)
+        answers, intended = _known_answers(cat, items)
+        verdicts = bfcl.score_category(cat, items, answers)
+        valid = [v["valid"] for v in verdicts]
+        # Planted answers come out exactly as planted: bfcl's possible answers rendered as calls pass.
+        assert valid == intended, (cat, [v for v in verdicts if not v["valid"]])
+        ours[cat] = (sum(valid), len(valid))
+        bfcl.write_result_file(result_dir, cat, [{"id": it["id"], "result": a} for it, a in zip(items, answers)])
+
+    theirs = bfcl.run_bfcl_scorer(result_dir, tmp_path / "score", KNOWN_CATEGORIES)
+    assert set(theirs) == set(KNOWN_CATEGORIES)
+    for cat, (correct, total) in ours.items():
+        assert (theirs[cat]["correct_count"], theirs[cat]["total_count"]) == (correct, total), cat
+        assert theirs[cat]["accuracy"] == pytest.approx(correct / total)
+        assert 0 < correct < total, cat  # non-trivial: agreement on a mix of right and wrong
+
+
+# ---- the command end to end on a tiny random model ---------------------------------------------
+
+
+def _run_cli(argv):
+    from balancetrl.commands.eval import EvalCommand
+    from trl.cli.commands.base import CommandContext
+
+    cmd = EvalCommand()
+    parser = argparse.ArgumentParser(prog="balancetrl")
+    cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return cmd.run(args, CommandContext(argv=argv))
+
+
+def test_eval_command_tiny_model_end_to_end(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    cats = ["simple_python", "parallel", "irrelevance", "live_multiple"]
+    rc = _run_cli([
+        "eval", "--model", str(tiny_model_dir), "--categories", *cats, "--limit", "3",
+        "--max-new-tokens", "12", "--batch-size", "4", "--output-dir", str(out), "--no-progress",
+        "--check-with-bfcl",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| simple_python |" in printed and "overall (micro)" in printed
+
+    report = json.loads((out / "results.json").read_text())
+    assert [r["category"] for r in report["categories"]] == cats
+    assert all(r["total"] == 3 for r in report["categories"])
+    assert report["bfcl_scorer"]["agree"] is True
+    assert (out / "results.md").read_text().count("|") > 20
+
+    # Independently re-score the written files with bfcl's entry point.
+    theirs = bfcl.run_bfcl_scorer(out / "bfcl_result", tmp_path / "score2", cats)
+    for row in report["categories"]:
+        assert theirs[row["category"]]["correct_count"] == row["correct"]
+        assert theirs[row["category"]]["accuracy"] == pytest.approx(row["accuracy"])
+
+    samples = [json.loads(line) for line in (out / "samples" / "simple_python.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all("raw_output" in s and "valid" in s for s in samples)
+    assert all(0 < s["output_token_count"] <= 12 for s in samples)
+    assert samples[0]["prompt"].startswith("<|im_start|>system\nYou are an expert in composing functions.")
+
+
+def test_unknown_category_is_rejected():
+    with pytest.raises(ValueError, match="only single-turn"):
+        bfcl.resolve_categories(["multi_turn_base"])
+    with pytest.raises(Exception, match="Invalid test category"):
+        bfcl.resolve_categories(["no_such_category"])
+
+
+def test_vllm_backend_missing_gives_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    from balancetrl.eval.generation import generate_vllm
+
+    with pytest.raises(ImportError, match=r"balancetrl\[vllm\]"):
+        generate_vllm("some/dir", ["hi"])
