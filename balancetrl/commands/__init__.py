@@ -1,0 +1,1 @@
+"""`balancetrl` CLI subcommands, each a `trl.cli.commands.base.Command`."""
