@@ -1,0 +1,114 @@
+"""Segment masks: which supervised token is CoT and which is call/result.
+
+Built once, at tokenization, from character spans of the rendered chat: the chat template's
+`{% generation %}` spans give the assistant output (exactly as `apply_chat_template(...,
+return_assistant_tokens_mask=True)` does), and inside each of them the text from `cot_start` to
+`cot_end` (markers included) is CoT. The masks are then plain per-token columns that TRL's
+truncation, packing and collators carry along like `labels`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from transformers.utils.chat_template_utils import render_jinja_template
+
+COT_MASK = "cot_mask"  # dataset / batch column: 1 where the token lies in a CoT span
+
+
+class SampleError(ValueError):
+    """A training sample that cannot be used, with its index in the dataset."""
+
+    def __init__(self, index: int | None, reason: str, dataset_name: str = "train"):
+        self.index, self.reason = index, reason
+        where = f"{dataset_name} sample {index}" if index is not None else f"{dataset_name} sample"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    cot_start: str = "<think>"
+    cot_end: str = "</think>"
+
+
+def validate_conversation(example: dict[str, Any]) -> None:
+    """Raise `SampleError(None, reason)` for a conversation that cannot be trained on."""
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise SampleError(None, "no 'messages' list")
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        raise SampleError(None, "no assistant turn")
+    for turn, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or []:
+            function = call.get("function", call) if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+                raise SampleError(None, f"message {turn}: tool call without a function name")
+            arguments = function.get("arguments", {})
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError as e:
+                    raise SampleError(None, f"message {turn}: tool call arguments are not valid JSON ({e})") from None
+            if not isinstance(arguments, dict):
+                raise SampleError(None, f"message {turn}: tool call arguments must be a JSON object")
+
+
+def cot_spans(text: str, start: int, end: int, spec: SegmentSpec) -> list[tuple[int, int]]:
+    """Character spans `[a, b)` of the non-empty CoT blocks inside `text[start:end]`, markers included."""
+    spans, pos = [], start
+    while (a := text.find(spec.cot_start, pos, end)) != -1:
+        inner = a + len(spec.cot_start)
+        close = text.find(spec.cot_end, inner, end)
+        if close == -1:
+            raise SampleError(None, f"unclosed {spec.cot_start!r} in an assistant turn")
+        b = close + len(spec.cot_end)
+        if text[inner:close].strip():
+            spans.append((a, b))
+        pos = b
+    return spans
+
+
+def tokenize_with_segments(
+    example: dict[str, Any],
+    tokenizer,
+    chat_template: str,
+    spec: SegmentSpec,
+    assistant_only_loss: bool = True,
+) -> dict[str, list[int]]:
+    """Render one conversation, tokenize it and return `input_ids`, `labels` and `cot_mask`.
+
+    `input_ids` and the assistant mask are those of `tokenizer.apply_chat_template(messages, tools=...,
+    return_assistant_tokens_mask=True)`; labels are -100 outside the supervised tokens.
+    """
+    validate_conversation(example)
+    tools = example.get("tools")
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    rendered, generation_indices = render_jinja_template(
+        conversations=[example["messages"]],
+        tools=tools or None,
+        chat_template=chat_template,
+        return_assistant_tokens_mask=True,
+        **{**tokenizer.special_tokens_map, **(example.get("chat_template_kwargs") or {})},
+    )
+    text, spans = rendered[0], generation_indices[0]
+    if not spans:
+        raise SampleError(
+            None, "the chat template marked no assistant output: it needs {% generation %} markers "
+            "(TRL's *_training.jinja templates have them)"
+        )
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
+    cot = [span for s, e in spans for span in cot_spans(text, s, e, spec)]
+    input_ids = encoding["input_ids"]
+    assistant = [any(a < ge and b > gs for gs, ge in spans) for a, b in offsets]
+    in_cot = [any(cs <= a < ce for cs, ce in cot) for a, _ in offsets]
+    supervised = assistant if assistant_only_loss else [True] * len(input_ids)
+    return {
+        "input_ids": input_ids,
+        "labels": [t if s else -100 for t, s in zip(input_ids, supervised)],
+        COT_MASK: [int(c and s) for c, s in zip(in_cot, supervised)],
+    }

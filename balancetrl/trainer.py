@@ -1,0 +1,250 @@
+"""`BalanceSFTTrainer`: TRL's `SFTTrainer` with the SSB loss.
+
+Thin on top of TRL: the dataset gets one extra per-token column (`cot_mask`, see `segments.py`),
+the collator pads it like the labels, `get_batch_samples` counts |C| and |F| over the optimizer
+step like transformers counts `num_items_in_batch`, and `compute_loss` reweights the per-token
+log-probs of TRL's own fused LM-head forward (`loss.py`). With `ssb=False` the loss is TRL's, untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import SFTTrainer
+from trl.data_utils import pack_dataset
+from trl.trainer.utils import pad
+
+from .config import BalanceSFTConfig
+from .loss import lambda_from_phi, phi_from_lambda, ssb_loss
+from .segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
+
+SSB_MODULE = "balancetrl_ssb"  # attribute name of λ's module on the model
+SSB_STATE_FILE = "balancetrl_ssb.json"  # λ's value inside each checkpoint folder
+
+
+class SSBWeight(nn.Module):
+    """Holds φ, the one free scalar behind λ. A module of the model so DDP/DeepSpeed see its gradient."""
+
+    def __init__(self, lambda_init: float, lambda_min: float, lambda_max: float, trainable: bool):
+        super().__init__()
+        self.lambda_min, self.lambda_max = lambda_min, lambda_max
+        phi = torch.tensor(phi_from_lambda(lambda_init, lambda_min, lambda_max), dtype=torch.float32)
+        self.phi = nn.Parameter(phi, requires_grad=trainable)
+
+    def forward(self) -> torch.Tensor:
+        # Called as a module (not by reading .phi) so ZeRO-3 gathers the partitioned parameter first.
+        return lambda_from_phi(self.phi.float(), self.lambda_min, self.lambda_max)
+
+
+class SegmentCollator:
+    """Wraps TRL's collator and pads/flattens `cot_mask` exactly as it does `labels`."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        masks = [torch.tensor(example.pop(COT_MASK)) for example in examples]
+        batch = self.collator(examples)
+        padding_free = getattr(self.collator, "padding_free", False)
+        if padding_free:
+            masks = [torch.cat(masks)]
+        batch[COT_MASK] = pad(
+            masks, padding_value=0, padding_side="right",
+            pad_to_multiple_of=getattr(self.collator, "pad_to_multiple_of", None),
+        )
+        if batch[COT_MASK].shape != batch["labels"].shape:
+            raise RuntimeError(f"cot_mask {tuple(batch[COT_MASK].shape)} != labels {tuple(batch['labels'].shape)}")
+        return batch
+
+
+class BalanceSFTTrainer(SFTTrainer):
+    """[`~trl.SFTTrainer`] trained with the Self-adjusted Signal Balancing loss of BalanceSFT.
+
+    Takes the same arguments as `SFTTrainer`, with a [`BalanceSFTConfig`]. The training data are conversational
+    (`messages`, optional `tools`): assistant turns with `reasoning_content` and `tool_calls`, multi-turn allowed.
+    λ is `trainer.ssb_lambda`; `ssb/lambda`, `ssb/loss_cot`, `ssb/loss_call`, `ssb/tokens_cot`, `ssb/tokens_call`
+    are logged every logging step.
+    """
+
+    _tag_names = ["trl", "sft", "balancetrl", "balance-sft"]
+
+    def __init__(self, model, args: BalanceSFTConfig | None = None, *pos, **kwargs):
+        if args is None:
+            args = BalanceSFTConfig(output_dir="balance-sft-output")
+        elif not isinstance(args, BalanceSFTConfig):
+            raise TypeError(f"BalanceSFTTrainer needs a BalanceSFTConfig, got {type(args).__name__}")
+        self._segment_spec = SegmentSpec(args.cot_start, args.cot_end)
+        super().__init__(model, args, *pos, **kwargs)
+        self.data_collator = SegmentCollator(self.data_collator)
+        self._ssb_window = torch.zeros(4, dtype=torch.float64)  # Σℓ_C, Σℓ_F, |C|, |F| since the last log
+        self._ssb_step_counts: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ssb_weight: SSBWeight | None = None
+        if args.ssb:
+            self._attach_ssb_weight()
+
+    # ---- λ: state of the training, not weights of the model ----
+
+    def _attach_ssb_weight(self) -> None:
+        args = self.args
+        self._ssb_weight = SSBWeight(
+            args.ssb_lambda_init, args.ssb_lambda_min, args.ssb_lambda_max, args.ssb_lambda_mode == "learnable"
+        ).to(next(self.model.parameters()).device)
+        self.model.add_module(SSB_MODULE, self._ssb_weight)
+        if isinstance(self.model, PreTrainedModel):
+            # save_pretrained drops it, and a resumed checkpoint lacking it loads without a missing-key warning
+            ignore = set(self.model._keys_to_ignore_on_save or ())
+            self.model._keys_to_ignore_on_save = ignore | {f"{SSB_MODULE}.phi"}
+
+    @property
+    def ssb_lambda(self) -> float | None:
+        """Current λ (None with `ssb=False`)."""
+        if self._ssb_weight is None:
+            return None
+        with torch.no_grad():
+            return float(self._ssb_weight())
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool | None:
+        # The SSB loss is normalised by the step's token counts, so Trainer must not divide it by the accumulation
+        # steps again; with ssb=False, leave TRL's own rule alone.
+        return True if self.args.ssb else None
+
+    def create_optimizer(self, model=None):
+        weight = self._ssb_weight
+        if weight is None or not weight.phi.requires_grad:
+            return super().create_optimizer(model)
+        weight.phi.requires_grad_(False)  # keep φ out of the model's groups (no weight decay, its own lr)
+        try:
+            optimizer = super().create_optimizer(model)
+        finally:
+            weight.phi.requires_grad_(True)
+        optimizer.add_param_group({"params": [weight.phi], "lr": self.args.ssb_lambda_lr, "weight_decay": 0.0})
+        return optimizer
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._ssb_weight is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            state = {"phi": float(self._ssb_weight.phi.detach().float()), "lambda": self.ssb_lambda}
+            with open(os.path.join(folder, SSB_STATE_FILE), "w") as f:
+                json.dump(state, f)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, SSB_STATE_FILE)
+        if self._ssb_weight is not None and os.path.isfile(path):
+            with open(path) as f:
+                phi = json.load(f)["phi"]
+            with torch.no_grad():
+                self._ssb_weight.phi.fill_(phi)
+
+    # ---- data: segment masks travel with input_ids ----
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        from trl.data_utils import get_dataset_column_names
+
+        columns = get_dataset_column_names(dataset)
+        if "input_ids" not in columns:
+            if "messages" not in columns:
+                raise ValueError(
+                    f"BalanceSFTTrainer needs a conversational {dataset_name} dataset with a 'messages' column "
+                    f"(and optionally 'tools'); got columns {columns}"
+                )
+            template = self.chat_template or self._tokenizer.chat_template
+            spec, assistant_only = self._segment_spec, args.assistant_only_loss
+
+            def tokenize(example, index):
+                try:
+                    return tokenize_with_segments(example, self._tokenizer, template, spec, assistant_only)
+                except SampleError as e:
+                    raise SampleError(index, e.reason, dataset_name) from None
+
+            kwargs = {"desc": f"Tokenizing {dataset_name} dataset with segments"} if hasattr(dataset, "num_rows") else {}
+            dataset = dataset.map(tokenize, with_indices=True, remove_columns=columns, **kwargs)
+        elif COT_MASK not in columns:
+            raise ValueError(f"the pre-tokenized {dataset_name} dataset has no '{COT_MASK}' column")
+
+        if args.max_length is not None and not packing:
+            if args.truncation_mode != "keep_start":
+                raise ValueError(f"unsupported truncation_mode {args.truncation_mode!r}")
+            n = args.max_length
+            dataset = dataset.map(lambda ex: {k: ex[k][:n] for k in ("input_ids", "labels", COT_MASK)})
+        if packing:
+            if args.max_length is None:
+                raise ValueError("When packing is enabled, `max_length` can't be `None`.")
+            dataset = dataset.select_columns(["input_ids", "labels", COT_MASK])
+            dataset = dataset.filter(lambda ex: any(label != -100 for label in ex["labels"]))
+            if args.shuffle_dataset:
+                dataset = dataset.shuffle(seed=args.seed)
+            dataset = pack_dataset(dataset, args.max_length, args.packing_strategy)
+        # TRL's own pass: truncation (a no-op now), dropping fully masked samples, shuffling
+        return super()._prepare_dataset(dataset, processing_class, args, False, None, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if COT_MASK not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, COT_MASK]
+
+    # ---- the loss ----
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = torch.zeros(2, dtype=torch.long, device=device)
+        for batch in batch_samples:
+            target = batch["labels"][..., 1:].ne(-100)
+            cot = batch[COT_MASK][..., 1:].bool() & target
+            counts += torch.stack([cot.sum(), (target & ~cot).sum()]).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        self._ssb_step_counts = (counts[0], counts[1])
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        cot_mask = inputs.pop(COT_MASK)
+        captured = []
+        # TRL's compute_loss runs the fused LM-head forward and logs its metrics; we read that same forward's
+        # per-token log-probs instead of running a second one.
+        handle = model.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            handle.remove()
+        fused = next(out for out in captured if getattr(out, "log_probs", None) is not None)
+        target = fused.label_mask
+        cot = cot_mask[:, 1:].bool() & target
+        call = target & ~cot
+        training = self.model.training
+        if training and self._ssb_step_counts is not None:
+            num_cot, num_call = self._ssb_step_counts
+        else:  # evaluation: the batch alone
+            num_cot, num_call = cot.sum(), call.sum()
+        lam = self._ssb_weight() if self._ssb_weight is not None else torch.tensor(0.0, device=target.device)
+        parts = ssb_loss(fused.log_probs, cot, call, lam, num_cot, num_call)
+        if training:
+            window = torch.stack([parts.nll_cot.double(), parts.nll_call.double(), cot.sum().double(), call.sum().double()])
+            self._ssb_window += self.accelerator.reduce(window, reduction="sum").cpu()
+        if not self.args.ssb:
+            return result
+        loss = parts.loss
+        if training and self.args.average_tokens_across_devices and self._ssb_step_counts is not None:
+            # the counts are global and DDP averages gradients over processes, as in TRL's own loss
+            loss = loss * self.accelerator.num_processes
+        return (loss, result[1]) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and self._ssb_window[2:].sum() > 0:
+            nll_cot, nll_call, n_cot, n_call = self._ssb_window.tolist()
+            logs["ssb/loss_cot"] = nll_cot / n_cot if n_cot else 0.0
+            logs["ssb/loss_call"] = nll_call / n_call if n_call else 0.0
+            logs["ssb/tokens_cot"] = int(n_cot)
+            logs["ssb/tokens_call"] = int(n_call)
+            if self._ssb_weight is not None:
+                logs["ssb/lambda"] = self.ssb_lambda
+            self._ssb_window.zero_()
+        super().log(logs, start_time)
