@@ -2,6 +2,7 @@
 
 import importlib.resources
 import random
+from typing import ClassVar
 
 import pytest
 import torch
@@ -18,14 +19,17 @@ from balancetrl.hdr.generation import (
     vllm_call_plan,
 )
 
-
 TOOLS = [
     {
         "type": "function",
         "function": {
             "name": "get_weather",
             "description": "Weather of a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
 ]
@@ -33,9 +37,35 @@ TOOLS = [
 
 def _corpus():
     rng = random.Random(0)
-    words = "weather city paris london call tool think the a of to what is function arguments name json".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(300)]
-    return lines + ['{"name": "get_weather", "arguments": {"city": "Paris"}}', "<think>", "</think>", "<tool_call>"]
+    words = [
+        "weather",
+        "city",
+        "paris",
+        "london",
+        "call",
+        "tool",
+        "think",
+        "the",
+        "a",
+        "of",
+        "to",
+        "what",
+        "is",
+        "function",
+        "arguments",
+        "name",
+        "json",
+    ]
+    lines = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        for _ in range(300)
+    ]
+    return lines + [
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+        "<think>",
+        "</think>",
+        "<tool_call>",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +83,14 @@ def tokenizer():
     )
     raw.train_from_iterator(_corpus(), trainer)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+        tokenizer_object=raw,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
     )
-    tok.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja").read_text()
+    tok.chat_template = (
+        importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja"
+    ).read_text()
     return tok
 
 
@@ -82,7 +117,10 @@ def model(tokenizer):
 
 
 def _prompts(k):
-    prompts = [[{"role": "user", "content": f"what is the weather in city {i}" + " paris" * i}] for i in range(k)]
+    prompts = [
+        [{"role": "user", "content": f"what is the weather in city {i}" + " paris" * i}]
+        for i in range(k)
+    ]
     tools = [TOOLS if i % 2 == 0 else None for i in range(k)]
     return prompts, tools
 
@@ -98,14 +136,22 @@ def test_render_prompts_matches_chat_template_with_tools(tokenizer):
     assert text0.endswith("<|im_start|>assistant\n")
     assert "get_weather" in text0 and "<tools>" in text0
     assert "get_weather" not in tokenizer.decode(ids[1])  # no tools for this sample
-    expected = tokenizer.apply_chat_template(prompts[0], tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    expected = tokenizer.apply_chat_template(
+        prompts[0], tools=TOOLS, add_generation_prompt=True, tokenize=False
+    )
     assert text0 == expected
 
 
 def test_render_prompts_uses_given_template_and_kwargs(tokenizer):
     prompts, tools = _prompts(1)
     template = "{% for m in messages %}[{{ m.content }}]{% endfor %}{% if flag %}FLAG{% endif %}<|im_start|>"
-    ids = render_prompts(tokenizer, prompts, tools, chat_template=template, chat_template_kwargs={"flag": True})
+    ids = render_prompts(
+        tokenizer,
+        prompts,
+        tools,
+        chat_template=template,
+        chat_template_kwargs={"flag": True},
+    )
     assert tokenizer.decode(ids[0]) == f"[{prompts[0][0]['content']}]FLAG<|im_start|>"
 
 
@@ -121,16 +167,23 @@ def test_decode_cuts_at_first_stop_and_keeps_special_tokens(tokenizer):
     end, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     ids = [start] + body + [end, pad, pad] + body
     assert decode_completion(tokenizer, ids, [end]) == "<|im_start|><think>call</think>"
-    assert decode_completion(tokenizer, body, [end]) == "<think>call</think>"  # no stop: the whole text
+    assert (
+        decode_completion(tokenizer, body, [end]) == "<think>call</think>"
+    )  # no stop: the whole text
 
 
 def test_stop_token_ids_merges_tokenizer_and_generation_config(tokenizer, model):
     from transformers import GenerationConfig
 
     class M:
-        generation_config = GenerationConfig(eos_token_id=[tokenizer.pad_token_id, tokenizer.eos_token_id])
+        generation_config = GenerationConfig(
+            eos_token_id=[tokenizer.pad_token_id, tokenizer.eos_token_id]
+        )
 
-    assert gen.stop_token_ids(tokenizer, M()) == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    assert gen.stop_token_ids(tokenizer, M()) == [
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    ]
     assert gen.stop_token_ids(tokenizer) == [tokenizer.eos_token_id]
 
 
@@ -147,41 +200,71 @@ def test_shard_bounds_cover_input_in_order(n, world):
 
 
 def test_transformers_backend_shape_and_protocol(tokenizer, model):
-    backend = make_generation_backend("transformers", model=model, tokenizer=tokenizer, batch_size=2)
+    backend = make_generation_backend(
+        "transformers", model=model, tokenizer=tokenizer, batch_size=2
+    )
     assert isinstance(backend, GenerationBackend)
     prompts, tools = _prompts(3)
-    out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1)
+    out = backend.generate(
+        prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1
+    )
     assert len(out) == 3 and all(len(row) == 3 for row in out)
     assert all(isinstance(text, str) for row in out for text in row)
-    assert backend.generate([], [], num_generations=3, temperature=0.7, max_new_tokens=6, seed=1) == []
+    assert (
+        backend.generate(
+            [], [], num_generations=3, temperature=0.7, max_new_tokens=6, seed=1
+        )
+        == []
+    )
 
 
-def test_transformers_backend_same_seed_same_texts_and_training_rng_untouched(tokenizer, model):
+def test_transformers_backend_same_seed_same_texts_and_training_rng_untouched(
+    tokenizer, model
+):
     backend = TransformersGeneration(model, tokenizer, batch_size=2)
     prompts, tools = _prompts(3)
-    kwargs = dict(num_generations=3, temperature=1.0, max_new_tokens=6)
+    kwargs = {"num_generations": 3, "temperature": 1.0, "max_new_tokens": 6}
 
     torch.manual_seed(123)
     first = backend.generate(prompts, tools, seed=7, **kwargs)
     after_generation = torch.rand(3)
     torch.manual_seed(123)
     without_generation = torch.rand(3)
-    torch.manual_seed(456)  # a resumed run reaches the round with another global RNG state
+    torch.manual_seed(
+        456
+    )  # a resumed run reaches the round with another global RNG state
     again = backend.generate(prompts, tools, seed=7, **kwargs)
 
-    assert first == again  # HDR resume regenerates a round and must get the same candidates
-    assert torch.equal(after_generation, without_generation)  # the training RNG stream does not see generation
+    assert (
+        first == again
+    )  # HDR resume regenerates a round and must get the same candidates
+    assert torch.equal(
+        after_generation, without_generation
+    )  # the training RNG stream does not see generation
     # A random tiny model at temperature 1 over ~400 tokens: samples differ across seeds and within a prompt.
     other = backend.generate(prompts, tools, seed=8, **kwargs)
     assert other != first
     assert any(len(set(row)) > 1 for row in first)
 
 
-def test_transformers_backend_batching_and_padding_do_not_change_greedy_output(tokenizer, model):
-    prompts, tools = _prompts(4)  # prompts of different lengths: batched rows get left padding
-    kwargs = dict(num_generations=2, temperature=0.0, max_new_tokens=8, seed=None)
-    batched = TransformersGeneration(model, tokenizer, batch_size=4).generate(prompts, tools, **kwargs)
-    single = TransformersGeneration(model, tokenizer, batch_size=1).generate(prompts, tools, **kwargs)
+def test_transformers_backend_batching_and_padding_do_not_change_greedy_output(
+    tokenizer, model
+):
+    prompts, tools = _prompts(
+        4
+    )  # prompts of different lengths: batched rows get left padding
+    kwargs = {
+        "num_generations": 2,
+        "temperature": 0.0,
+        "max_new_tokens": 8,
+        "seed": None,
+    }
+    batched = TransformersGeneration(model, tokenizer, batch_size=4).generate(
+        prompts, tools, **kwargs
+    )
+    single = TransformersGeneration(model, tokenizer, batch_size=1).generate(
+        prompts, tools, **kwargs
+    )
     assert batched == single
     assert all(row[0] == row[1] for row in batched)  # greedy: one text, repeated
 
@@ -202,10 +285,14 @@ def test_transformers_backend_restores_train_mode(tokenizer):
     model.train()
     backend = TransformersGeneration(model, tokenizer)
     prompts, tools = _prompts(1)
-    backend.generate(prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0)
+    backend.generate(
+        prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0
+    )
     assert model.training
     model.eval()
-    backend.generate(prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0)
+    backend.generate(
+        prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0
+    )
     assert not model.training
 
 
@@ -217,20 +304,30 @@ def test_transformers_backend_with_accelerator_and_peft(tokenizer):
     reference = TransformersGeneration(base, tokenizer).generate(
         *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
     )
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
     accelerator = Accelerator(cpu=True)
     wrapped = accelerator.prepare(peft_model)
     wrapped.train()
-    backend = TransformersGeneration(wrapped, tokenizer, accelerator=accelerator, batch_size=2)
-    out = backend.generate(*_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None)
-    assert out == reference  # fresh LoRA (B = 0) is a no-op: same greedy text as the base model
+    backend = TransformersGeneration(
+        wrapped, tokenizer, accelerator=accelerator, batch_size=2
+    )
+    out = backend.generate(
+        *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
+    )
+    assert (
+        out == reference
+    )  # fresh LoRA (B = 0) is a no-op: same greedy text as the base model
 
     # A non-zero adapter changes the weights generate sees.
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 1.0)
-    changed = backend.generate(*_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None)
+    changed = backend.generate(
+        *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
+    )
     assert changed != reference
     assert peft_model.training
 
@@ -238,12 +335,24 @@ def test_transformers_backend_with_accelerator_and_peft(tokenizer):
 def test_transformers_backend_validates_request(tokenizer, model):
     backend = TransformersGeneration(model, tokenizer)
     prompts, tools = _prompts(2)
-    for bad in (dict(num_generations=0), dict(temperature=-1.0), dict(max_new_tokens=0)):
-        kwargs = dict(num_generations=1, temperature=0.7, max_new_tokens=4, seed=0) | bad
+    for bad in ({"num_generations": 0}, {"temperature": -1.0}, {"max_new_tokens": 0}):
+        kwargs = {
+            "num_generations": 1,
+            "temperature": 0.7,
+            "max_new_tokens": 4,
+            "seed": 0,
+        } | bad
         with pytest.raises(ValueError):
             backend.generate(prompts, tools, **kwargs)
     with pytest.raises(ValueError):
-        backend.generate(prompts, tools[:1], num_generations=1, temperature=0.7, max_new_tokens=4, seed=0)
+        backend.generate(
+            prompts,
+            tools[:1],
+            num_generations=1,
+            temperature=0.7,
+            max_new_tokens=4,
+            seed=0,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -253,18 +362,23 @@ def test_transformers_backend_validates_request(tokenizer, model):
 def test_vllm_settings_validation():
     VLLMSettings()
     VLLMSettings(mode="server", server_port=8001)
-    VLLMSettings(mode="colocate", enable_sleep_mode=True, tensor_parallel_size=2, max_model_length=4096)
+    VLLMSettings(
+        mode="colocate",
+        enable_sleep_mode=True,
+        tensor_parallel_size=2,
+        max_model_length=4096,
+    )
     for bad in (
-        dict(mode="remote"),
-        dict(server_port=0),
-        dict(group_port=70000),
-        dict(gpu_memory_utilization=0.0),
-        dict(gpu_memory_utilization=1.5),
-        dict(tensor_parallel_size=0),
-        dict(max_model_length=0),
-        dict(server_timeout=0),
-        dict(mode="server", enable_sleep_mode=True),
-        dict(mode="server", tensor_parallel_size=2),
+        {"mode": "remote"},
+        {"server_port": 0},
+        {"group_port": 70000},
+        {"gpu_memory_utilization": 0.0},
+        {"gpu_memory_utilization": 1.5},
+        {"tensor_parallel_size": 0},
+        {"max_model_length": 0},
+        {"server_timeout": 0},
+        {"mode": "server", "enable_sleep_mode": True},
+        {"mode": "server", "tensor_parallel_size": 2},
     ):
         with pytest.raises(ValueError):
             VLLMSettings(**bad)
@@ -274,18 +388,32 @@ def test_vllm_settings_from_trl_config():
     from trl import GRPOConfig
 
     args = GRPOConfig(
-        output_dir="unused", vllm_mode="server", vllm_server_port=8123, vllm_gpu_memory_utilization=0.5,
-        report_to="none", use_cpu=True,
+        output_dir="unused",
+        vllm_mode="server",
+        vllm_server_port=8123,
+        vllm_gpu_memory_utilization=0.5,
+        report_to="none",
+        use_cpu=True,
     )
     settings = VLLMSettings.from_args(args)
-    assert (settings.mode, settings.server_port, settings.gpu_memory_utilization) == ("server", 8123, 0.5)
+    assert (settings.mode, settings.server_port, settings.gpu_memory_utilization) == (
+        "server",
+        8123,
+        0.5,
+    )
     assert VLLMSettings.from_args(args, server_port=9000).server_port == 9000
 
 
 def test_vllm_missing_extra_gives_install_hint(monkeypatch, tokenizer, model):
     monkeypatch.setattr(gen, "_vllm_available", lambda: False)
     with pytest.raises(ImportError, match=r"balancetrl\[vllm\]"):
-        make_generation_backend("vllm", model=model, tokenizer=tokenizer, accelerator=object(), mode="server")
+        make_generation_backend(
+            "vllm",
+            model=model,
+            tokenizer=tokenizer,
+            accelerator=object(),
+            mode="server",
+        )
 
 
 def test_unknown_backend_name():
@@ -305,11 +433,11 @@ class FakeVLLMGeneration:
     sample is a function of (prompt, seed, child index) as in vLLM (a request of n children seeds them seed + i;
     colocate sends n=1 requests); unseeded requests draw from an engine-level RNG."""
 
-    instances = []
+    instances: ClassVar[list] = []
 
     def __init__(self, model, accelerator, processing_class, mode, **kwargs):
         self.mode, self.kwargs = mode, kwargs
-        self.temperature = kwargs["temperature"] if "temperature" in kwargs else 1.0
+        self.temperature = kwargs.get("temperature", 1.0)
         self.max_completion_length = 16
         self.generation_kwargs = kwargs["generation_kwargs"]
         self.eos = processing_class.eos_token_id
@@ -321,16 +449,29 @@ class FakeVLLMGeneration:
         self.syncs += 1
 
     def _sample(self, prompt, seed):
-        rng = random.Random(hash((tuple(prompt), seed))) if seed is not None else self.rng
-        return [rng.randrange(10, 300) for _ in range(self.max_completion_length - 1)] + [self.eos]
+        rng = (
+            random.Random(hash((tuple(prompt), seed))) if seed is not None else self.rng
+        )
+        return [
+            rng.randrange(10, 300) for _ in range(self.max_completion_length - 1)
+        ] + [self.eos]
 
     def generate(self, prompts, images, num_generations, profiler=None):
-        self.calls.append((len(prompts), num_generations, dict(self.generation_kwargs), self.temperature))
+        self.calls.append(
+            (
+                len(prompts),
+                num_generations,
+                dict(self.generation_kwargs),
+                self.temperature,
+            )
+        )
         seed = self.generation_kwargs.get("seed")
         if self.mode == "server":
             unique = prompts[::num_generations]
             completions = [
-                self._sample(p, None if seed is None else seed + i) for p in unique for i in range(num_generations)
+                self._sample(p, None if seed is None else seed + i)
+                for p in unique
+                for i in range(num_generations)
             ]
         else:
             completions = [self._sample(p, seed) for p in prompts]
@@ -354,26 +495,52 @@ def fake_vllm(monkeypatch):
 @pytest.mark.parametrize("mode", ["colocate", "server"])
 def test_vllm_adapter_maps_the_interface(fake_vllm, tokenizer, model, mode):
     backend = make_generation_backend(
-        "vllm", model=model, tokenizer=tokenizer, accelerator=OneProcess(), mode=mode, generation_kwargs={"x": 1}
+        "vllm",
+        model=model,
+        tokenizer=tokenizer,
+        accelerator=OneProcess(),
+        mode=mode,
+        generation_kwargs={"x": 1},
     )
     (engine,) = fake_vllm
     assert engine.kwargs["logprobs"] is None and engine.kwargs["top_k"] == 0
     prompts, tools = _prompts(3)
-    out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=5, seed=11)
+    out = backend.generate(
+        prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=5, seed=11
+    )
 
     assert len(out) == 3 and all(len(row) == 3 for row in out)
-    assert all(len(set(row)) == 3 for row in out)  # seeded colocate must not return one text three times
+    assert all(
+        len(set(row)) == 3 for row in out
+    )  # seeded colocate must not return one text three times
     assert engine.syncs == 1  # one weight push per round
     assert engine.temperature == 0.7 and engine.max_completion_length == 5
     assert all(call[2]["x"] == 1 for call in engine.calls)
-    assert engine.generation_kwargs == {"x": 1}  # the round's seed does not leak into later calls
+    assert engine.generation_kwargs == {
+        "x": 1
+    }  # the round's seed does not leak into later calls
     # Both modes give child i of a prompt the seed 11 + i, so the same round yields the same texts in either mode.
     expected = [
-        [decode_completion(tokenizer, engine._sample(ids, 11 + i), [tokenizer.eos_token_id]) for i in range(3)]
+        [
+            decode_completion(
+                tokenizer, engine._sample(ids, 11 + i), [tokenizer.eos_token_id]
+            )
+            for i in range(3)
+        ]
         for ids in render_prompts(tokenizer, prompts, tools)
     ]
     assert out == expected
-    assert backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=5, seed=11) == out
+    assert (
+        backend.generate(
+            prompts,
+            tools,
+            num_generations=3,
+            temperature=0.7,
+            max_new_tokens=5,
+            seed=11,
+        )
+        == out
+    )
     assert engine.syncs == 2
 
 
@@ -382,7 +549,9 @@ class Rank:
         self.process_index, self.num_processes = index, world
 
 
-def test_vllm_adapter_pads_shards_to_equal_size(fake_vllm, monkeypatch, tokenizer, model):
+def test_vllm_adapter_pads_shards_to_equal_size(
+    fake_vllm, monkeypatch, tokenizer, model
+):
     # 5 prompts on 2 ranks: rank 1 holds 2 real prompts + 1 pad, so both ranks send 3 (TRL slices by that size).
     gathered = {}
 
@@ -393,8 +562,106 @@ def test_vllm_adapter_pads_shards_to_equal_size(fake_vllm, monkeypatch, tokenize
     monkeypatch.setattr(gen, "_gather", fake_gather)
     prompts, tools = _prompts(5)
     for rank in (0, 1):
-        backend = gen.VLLMBackend(model, tokenizer, Rank(rank, 2), VLLMSettings(mode="server"))
-        backend.generate(prompts, tools, num_generations=2, temperature=0.7, max_new_tokens=4, seed=3)
-    assert [calls[0][0] for calls in (e.calls for e in fake_vllm)] == [6, 6]  # 3 prompts × 2 on each rank
+        backend = gen.VLLMBackend(
+            model, tokenizer, Rank(rank, 2), VLLMSettings(mode="server")
+        )
+        backend.generate(
+            prompts, tools, num_generations=2, temperature=0.7, max_new_tokens=4, seed=3
+        )
+    assert [calls[0][0] for calls in (e.calls for e in fake_vllm)] == [
+        6,
+        6,
+    ]  # 3 prompts × 2 on each rank
     assert len(gathered[0]) == 3 and len(gathered[1]) == 3
-    assert gathered[1][1] == gathered[1][2]  # the pad repeats rank 1's last prompt (same seed, same sample)
+    assert (
+        gathered[1][1] == gathered[1][2]
+    )  # the pad repeats rank 1's last prompt (same seed, same sample)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# two processes (DDP on gloo): every rank gets the full list, in input order, equal to the single-process result
+
+
+def _two_process_worker():
+    import hashlib
+    import json
+
+    from accelerate import Accelerator
+
+    tok = tokenizer.__wrapped__()
+    accelerator = Accelerator(cpu=True)
+    model = _model(tok)  # same init seed on every rank: same weights
+    prompts, tools = _prompts(5)  # 5 over 2 ranks: uneven shards
+    single = TransformersGeneration(model, tok, batch_size=2).generate(
+        prompts, tools, num_generations=2, temperature=0.0, max_new_tokens=6, seed=None
+    )
+    backend = TransformersGeneration(
+        accelerator.prepare(model), tok, accelerator=accelerator, batch_size=2
+    )
+    greedy = backend.generate(
+        prompts, tools, num_generations=2, temperature=0.0, max_new_tokens=6, seed=None
+    )
+    sampled = [
+        backend.generate(
+            prompts, tools, num_generations=3, temperature=1.0, max_new_tokens=6, seed=4
+        )
+        for _ in range(2)
+    ]
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "world": accelerator.num_processes,
+                "greedy_matches_single_process": greedy == single,
+                "same_seed_same_texts": sampled[0] == sampled[1],
+                "digest": hashlib.md5(json.dumps(sampled[0]).encode()).hexdigest(),
+            }
+        ),
+        flush=True,
+    )
+
+
+@pytest.mark.slow
+def test_transformers_backend_two_processes(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        __file__,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [
+        json.loads(line[7:])
+        for line in proc.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert len(results) == 2
+    for result in results:
+        assert result["world"] == 2
+        assert (
+            result["greedy_matches_single_process"] and result["same_seed_same_texts"]
+        )
+    assert (
+        results[0]["digest"] == results[1]["digest"]
+    )  # both ranks hold the same gathered list
+
+
+if __name__ == "__main__":  # entry point of the torchrun workers above
+    _two_process_worker()
