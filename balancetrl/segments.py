@@ -33,9 +33,14 @@ class SegmentSpec:
     cot_end: str = "</think>"
 
 
-def validate_conversation(example: dict[str, Any]) -> None:
+def _decoded(value):
+    # Arrow merges the keys of every dict in a column (each tool's arguments gain the others' keys as None), so
+    # datasets should carry `messages` and `tools` as JSON strings; lists are accepted as they are.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def validate_conversation(messages: Any) -> None:
     """Raise `SampleError(None, reason)` for a conversation that cannot be trained on."""
-    messages = example.get("messages")
     if not isinstance(messages, list) or not messages:
         raise SampleError(None, "no 'messages' list")
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
@@ -84,11 +89,13 @@ def tokenize_with_segments(
     `input_ids` and the assistant mask are those of `tokenizer.apply_chat_template(messages, tools=...,
     return_assistant_tokens_mask=True)`; labels are -100 outside the supervised tokens.
     """
-    validate_conversation(example)
-    tools = example.get("tools")
-    tools = json.loads(tools) if isinstance(tools, str) else tools
+    try:
+        messages, tools = _decoded(example.get("messages")), _decoded(example.get("tools"))
+    except json.JSONDecodeError as e:
+        raise SampleError(None, f"'messages' or 'tools' is a string but not valid JSON ({e})") from None
+    validate_conversation(messages)
     rendered, generation_indices = render_jinja_template(
-        conversations=[example["messages"]],
+        conversations=[messages],
         tools=tools or None,
         chat_template=chat_template,
         return_assistant_tokens_mask=True,

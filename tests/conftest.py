@@ -133,6 +133,22 @@ def build_tiny_model(tokenizer, seed: int = 0, dtype=None):
     return model.to(dtype) if dtype is not None else model
 
 
+def as_dataset(conversations):
+    """A `datasets.Dataset` with `tools` and call arguments as JSON strings, as OpenAI/TRL store them (Arrow would
+    otherwise merge the keys of different tools' dicts, adding None-valued arguments)."""
+    from datasets import Dataset
+
+    rows = []
+    for conv in conversations:
+        messages = copy.deepcopy(conv["messages"])
+        for message in messages:
+            for call in message.get("tool_calls") or []:
+                if not isinstance(call["function"]["arguments"], str):
+                    call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+        rows.append({"messages": messages, "tools": json.dumps(conv.get("tools"))})
+    return Dataset.from_list(rows)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
