@@ -56,10 +56,7 @@ def _corpus():
         "name",
         "json",
     ]
-    lines = [
-        " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-        for _ in range(300)
-    ]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(300)]
     return lines + [
         '{"name": "get_weather", "arguments": {"city": "Paris"}}',
         "<think>",
@@ -88,9 +85,7 @@ def tokenizer():
         pad_token="<|endoftext|>",
         bos_token=None,
     )
-    tok.chat_template = (
-        importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja"
-    ).read_text()
+    tok.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja").read_text()
     return tok
 
 
@@ -117,10 +112,7 @@ def model(tokenizer):
 
 
 def _prompts(k):
-    prompts = [
-        [{"role": "user", "content": f"what is the weather in city {i}" + " paris" * i}]
-        for i in range(k)
-    ]
+    prompts = [[{"role": "user", "content": f"what is the weather in city {i}" + " paris" * i}] for i in range(k)]
     tools = [TOOLS if i % 2 == 0 else None for i in range(k)]
     return prompts, tools
 
@@ -136,9 +128,7 @@ def test_render_prompts_matches_chat_template_with_tools(tokenizer):
     assert text0.endswith("<|im_start|>assistant\n")
     assert "get_weather" in text0 and "<tools>" in text0
     assert "get_weather" not in tokenizer.decode(ids[1])  # no tools for this sample
-    expected = tokenizer.apply_chat_template(
-        prompts[0], tools=TOOLS, add_generation_prompt=True, tokenize=False
-    )
+    expected = tokenizer.apply_chat_template(prompts[0], tools=TOOLS, add_generation_prompt=True, tokenize=False)
     assert text0 == expected
 
 
@@ -167,18 +157,14 @@ def test_decode_cuts_at_first_stop_and_keeps_special_tokens(tokenizer):
     end, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     ids = [start] + body + [end, pad, pad] + body
     assert decode_completion(tokenizer, ids, [end]) == "<|im_start|><think>call</think>"
-    assert (
-        decode_completion(tokenizer, body, [end]) == "<think>call</think>"
-    )  # no stop: the whole text
+    assert decode_completion(tokenizer, body, [end]) == "<think>call</think>"  # no stop: the whole text
 
 
 def test_stop_token_ids_merges_tokenizer_and_generation_config(tokenizer, model):
     from transformers import GenerationConfig
 
     class M:
-        generation_config = GenerationConfig(
-            eos_token_id=[tokenizer.pad_token_id, tokenizer.eos_token_id]
-        )
+        generation_config = GenerationConfig(eos_token_id=[tokenizer.pad_token_id, tokenizer.eos_token_id])
 
     assert gen.stop_token_ids(tokenizer, M()) == [
         tokenizer.eos_token_id,
@@ -200,27 +186,16 @@ def test_shard_bounds_cover_input_in_order(n, world):
 
 
 def test_transformers_backend_shape_and_protocol(tokenizer, model):
-    backend = make_generation_backend(
-        "transformers", model=model, tokenizer=tokenizer, batch_size=2
-    )
+    backend = make_generation_backend("transformers", model=model, tokenizer=tokenizer, batch_size=2)
     assert isinstance(backend, GenerationBackend)
     prompts, tools = _prompts(3)
-    out = backend.generate(
-        prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1
-    )
+    out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1)
     assert len(out) == 3 and all(len(row) == 3 for row in out)
     assert all(isinstance(text, str) for row in out for text in row)
-    assert (
-        backend.generate(
-            [], [], num_generations=3, temperature=0.7, max_new_tokens=6, seed=1
-        )
-        == []
-    )
+    assert backend.generate([], [], num_generations=3, temperature=0.7, max_new_tokens=6, seed=1) == []
 
 
-def test_transformers_backend_same_seed_same_texts_and_training_rng_untouched(
-    tokenizer, model
-):
+def test_transformers_backend_same_seed_same_texts_and_training_rng_untouched(tokenizer, model):
     backend = TransformersGeneration(model, tokenizer, batch_size=2)
     prompts, tools = _prompts(3)
     kwargs = {"num_generations": 3, "temperature": 1.0, "max_new_tokens": 6}
@@ -230,41 +205,27 @@ def test_transformers_backend_same_seed_same_texts_and_training_rng_untouched(
     after_generation = torch.rand(3)
     torch.manual_seed(123)
     without_generation = torch.rand(3)
-    torch.manual_seed(
-        456
-    )  # a resumed run reaches the round with another global RNG state
+    torch.manual_seed(456)  # a resumed run reaches the round with another global RNG state
     again = backend.generate(prompts, tools, seed=7, **kwargs)
 
-    assert (
-        first == again
-    )  # HDR resume regenerates a round and must get the same candidates
-    assert torch.equal(
-        after_generation, without_generation
-    )  # the training RNG stream does not see generation
+    assert first == again  # HDR resume regenerates a round and must get the same candidates
+    assert torch.equal(after_generation, without_generation)  # the training RNG stream does not see generation
     # A random tiny model at temperature 1 over ~400 tokens: samples differ across seeds and within a prompt.
     other = backend.generate(prompts, tools, seed=8, **kwargs)
     assert other != first
     assert any(len(set(row)) > 1 for row in first)
 
 
-def test_transformers_backend_batching_and_padding_do_not_change_greedy_output(
-    tokenizer, model
-):
-    prompts, tools = _prompts(
-        4
-    )  # prompts of different lengths: batched rows get left padding
+def test_transformers_backend_batching_and_padding_do_not_change_greedy_output(tokenizer, model):
+    prompts, tools = _prompts(4)  # prompts of different lengths: batched rows get left padding
     kwargs = {
         "num_generations": 2,
         "temperature": 0.0,
         "max_new_tokens": 8,
         "seed": None,
     }
-    batched = TransformersGeneration(model, tokenizer, batch_size=4).generate(
-        prompts, tools, **kwargs
-    )
-    single = TransformersGeneration(model, tokenizer, batch_size=1).generate(
-        prompts, tools, **kwargs
-    )
+    batched = TransformersGeneration(model, tokenizer, batch_size=4).generate(prompts, tools, **kwargs)
+    single = TransformersGeneration(model, tokenizer, batch_size=1).generate(prompts, tools, **kwargs)
     assert batched == single
     assert all(row[0] == row[1] for row in batched)  # greedy: one text, repeated
 
@@ -285,14 +246,10 @@ def test_transformers_backend_restores_train_mode(tokenizer):
     model.train()
     backend = TransformersGeneration(model, tokenizer)
     prompts, tools = _prompts(1)
-    backend.generate(
-        prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0
-    )
+    backend.generate(prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0)
     assert model.training
     model.eval()
-    backend.generate(
-        prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0
-    )
+    backend.generate(prompts, tools, num_generations=1, temperature=0.7, max_new_tokens=3, seed=0)
     assert not model.training
 
 
@@ -304,30 +261,20 @@ def test_transformers_backend_with_accelerator_and_peft(tokenizer):
     reference = TransformersGeneration(base, tokenizer).generate(
         *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
     )
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    )
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
     accelerator = Accelerator(cpu=True)
     wrapped = accelerator.prepare(peft_model)
     wrapped.train()
-    backend = TransformersGeneration(
-        wrapped, tokenizer, accelerator=accelerator, batch_size=2
-    )
-    out = backend.generate(
-        *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
-    )
-    assert (
-        out == reference
-    )  # fresh LoRA (B = 0) is a no-op: same greedy text as the base model
+    backend = TransformersGeneration(wrapped, tokenizer, accelerator=accelerator, batch_size=2)
+    out = backend.generate(*_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None)
+    assert out == reference  # fresh LoRA (B = 0) is a no-op: same greedy text as the base model
 
     # A non-zero adapter changes the weights generate sees.
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 1.0)
-    changed = backend.generate(
-        *_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None
-    )
+    changed = backend.generate(*_prompts(2), num_generations=1, temperature=0.0, max_new_tokens=6, seed=None)
     assert changed != reference
     assert peft_model.training
 
@@ -449,12 +396,8 @@ class FakeVLLMGeneration:
         self.syncs += 1
 
     def _sample(self, prompt, seed):
-        rng = (
-            random.Random(hash((tuple(prompt), seed))) if seed is not None else self.rng
-        )
-        return [
-            rng.randrange(10, 300) for _ in range(self.max_completion_length - 1)
-        ] + [self.eos]
+        rng = random.Random(hash((tuple(prompt), seed))) if seed is not None else self.rng
+        return [rng.randrange(10, 300) for _ in range(self.max_completion_length - 1)] + [self.eos]
 
     def generate(self, prompts, images, num_generations, profiler=None):
         self.calls.append(
@@ -469,9 +412,7 @@ class FakeVLLMGeneration:
         if self.mode == "server":
             unique = prompts[::num_generations]
             completions = [
-                self._sample(p, None if seed is None else seed + i)
-                for p in unique
-                for i in range(num_generations)
+                self._sample(p, None if seed is None else seed + i) for p in unique for i in range(num_generations)
             ]
         else:
             completions = [self._sample(p, seed) for p in prompts]
@@ -505,28 +446,17 @@ def test_vllm_adapter_maps_the_interface(fake_vllm, tokenizer, model, mode):
     (engine,) = fake_vllm
     assert engine.kwargs["logprobs"] is None and engine.kwargs["top_k"] == 0
     prompts, tools = _prompts(3)
-    out = backend.generate(
-        prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=5, seed=11
-    )
+    out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=5, seed=11)
 
     assert len(out) == 3 and all(len(row) == 3 for row in out)
-    assert all(
-        len(set(row)) == 3 for row in out
-    )  # seeded colocate must not return one text three times
+    assert all(len(set(row)) == 3 for row in out)  # seeded colocate must not return one text three times
     assert engine.syncs == 1  # one weight push per round
     assert engine.temperature == 0.7 and engine.max_completion_length == 5
     assert all(call[2]["x"] == 1 for call in engine.calls)
-    assert engine.generation_kwargs == {
-        "x": 1
-    }  # the round's seed does not leak into later calls
+    assert engine.generation_kwargs == {"x": 1}  # the round's seed does not leak into later calls
     # Both modes give child i of a prompt the seed 11 + i, so the same round yields the same texts in either mode.
     expected = [
-        [
-            decode_completion(
-                tokenizer, engine._sample(ids, 11 + i), [tokenizer.eos_token_id]
-            )
-            for i in range(3)
-        ]
+        [decode_completion(tokenizer, engine._sample(ids, 11 + i), [tokenizer.eos_token_id]) for i in range(3)]
         for ids in render_prompts(tokenizer, prompts, tools)
     ]
     assert out == expected
@@ -549,9 +479,7 @@ class Rank:
         self.process_index, self.num_processes = index, world
 
 
-def test_vllm_adapter_pads_shards_to_equal_size(
-    fake_vllm, monkeypatch, tokenizer, model
-):
+def test_vllm_adapter_pads_shards_to_equal_size(fake_vllm, monkeypatch, tokenizer, model):
     # 5 prompts on 2 ranks: rank 1 holds 2 real prompts + 1 pad, so both ranks send 3 (TRL slices by that size).
     gathered = {}
 
@@ -562,20 +490,14 @@ def test_vllm_adapter_pads_shards_to_equal_size(
     monkeypatch.setattr(gen, "_gather", fake_gather)
     prompts, tools = _prompts(5)
     for rank in (0, 1):
-        backend = gen.VLLMBackend(
-            model, tokenizer, Rank(rank, 2), VLLMSettings(mode="server")
-        )
-        backend.generate(
-            prompts, tools, num_generations=2, temperature=0.7, max_new_tokens=4, seed=3
-        )
+        backend = gen.VLLMBackend(model, tokenizer, Rank(rank, 2), VLLMSettings(mode="server"))
+        backend.generate(prompts, tools, num_generations=2, temperature=0.7, max_new_tokens=4, seed=3)
     assert [calls[0][0] for calls in (e.calls for e in fake_vllm)] == [
         6,
         6,
     ]  # 3 prompts × 2 on each rank
     assert len(gathered[0]) == 3 and len(gathered[1]) == 3
-    assert (
-        gathered[1][1] == gathered[1][2]
-    )  # the pad repeats rank 1's last prompt (same seed, same sample)
+    assert gathered[1][1] == gathered[1][2]  # the pad repeats rank 1's last prompt (same seed, same sample)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -595,17 +517,10 @@ def _two_process_worker():
     single = TransformersGeneration(model, tok, batch_size=2).generate(
         prompts, tools, num_generations=2, temperature=0.0, max_new_tokens=6, seed=None
     )
-    backend = TransformersGeneration(
-        accelerator.prepare(model), tok, accelerator=accelerator, batch_size=2
-    )
-    greedy = backend.generate(
-        prompts, tools, num_generations=2, temperature=0.0, max_new_tokens=6, seed=None
-    )
+    backend = TransformersGeneration(accelerator.prepare(model), tok, accelerator=accelerator, batch_size=2)
+    greedy = backend.generate(prompts, tools, num_generations=2, temperature=0.0, max_new_tokens=6, seed=None)
     sampled = [
-        backend.generate(
-            prompts, tools, num_generations=3, temperature=1.0, max_new_tokens=6, seed=4
-        )
-        for _ in range(2)
+        backend.generate(prompts, tools, num_generations=3, temperature=1.0, max_new_tokens=6, seed=4) for _ in range(2)
     ]
     print(
         "RESULT "
@@ -647,20 +562,12 @@ def test_transformers_backend_two_processes(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [
-        json.loads(line[7:])
-        for line in proc.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 2
     for result in results:
         assert result["world"] == 2
-        assert (
-            result["greedy_matches_single_process"] and result["same_seed_same_texts"]
-        )
-    assert (
-        results[0]["digest"] == results[1]["digest"]
-    )  # both ranks hold the same gathered list
+        assert result["greedy_matches_single_process"] and result["same_seed_same_texts"]
+    assert results[0]["digest"] == results[1]["digest"]  # both ranks hold the same gathered list
 
 
 if __name__ == "__main__":  # entry point of the torchrun workers above

@@ -56,9 +56,7 @@ def render_prompts(
     chat_template_kwargs: dict | None = None,
 ) -> list[list[int]]:
     """Token ids of each conversation rendered up to an open assistant turn, exactly as training renders it."""
-    tokenizer = getattr(
-        tokenizer, "tokenizer", tokenizer
-    )  # a processor carries its tokenizer
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor carries its tokenizer
     out = []
     for conversation, conversation_tools in zip(prompts, tools, strict=True):
         text = tokenizer.apply_chat_template(
@@ -90,9 +88,7 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return ids
 
 
-def decode_completion(
-    tokenizer, token_ids: Sequence[int], stop_ids: Sequence[int]
-) -> str:
+def decode_completion(tokenizer, token_ids: Sequence[int], stop_ids: Sequence[int]) -> str:
     """Completion text up to (excluding) the first stop token.
 
     Special tokens before the stop are kept: a tokenizer may mark ``<think>`` or ``<tool_call>`` special, and the
@@ -108,9 +104,7 @@ def decode_completion(
     return tokenizer.decode(token_ids, skip_special_tokens=False)
 
 
-def shard_bounds(
-    num_items: int, num_processes: int, process_index: int
-) -> tuple[int, int]:
+def shard_bounds(num_items: int, num_processes: int, process_index: int) -> tuple[int, int]:
     """Contiguous shard ``[start, stop)`` of rank ``process_index``: ranks hold ``ceil(n / world)`` items each,
     the last ones fewer (possibly none). Gathering the shards in rank order restores the input order."""
     per_rank = -(-num_items // num_processes)
@@ -118,9 +112,7 @@ def shard_bounds(
     return start, min(start + per_rank, num_items)
 
 
-def _check_request(
-    prompts, tools, num_generations, temperature, max_new_tokens
-) -> None:
+def _check_request(prompts, tools, num_generations, temperature, max_new_tokens) -> None:
     if len(prompts) != len(tools):
         raise ValueError(
             f"got {len(prompts)} prompts but {len(tools)} tool lists; pass None for a prompt without tools"
@@ -149,9 +141,7 @@ def _seeded(seed: int | None, device: torch.device):
         yield
         return
     devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()]
-        if device.type == "cuda"
-        else []
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)  # also seeds every CUDA device
@@ -207,9 +197,7 @@ class TransformersGeneration:
 
         # FSDP1 keeps shards outside forward; generate's many small forwards would each re-gather (and could hang
         # when ranks run different step counts), so materialise once, as GRPOTrainer does.
-        return DistributedBackend(self.accelerator).summon_full_params(
-            self.model, recurse=False
-        )
+        return DistributedBackend(self.accelerator).summon_full_params(self.model, recurse=False)
 
     def generate(
         self,
@@ -257,21 +245,13 @@ class TransformersGeneration:
                 model.train(was_training)
         return _gather(self.accelerator, local)
 
-    def _generate_batch(
-        self, model, batch, device, num_generations, temperature, max_new_tokens
-    ):
+    def _generate_batch(self, model, batch, device, num_generations, temperature, max_new_tokens):
         stop_ids = stop_token_ids(self.tokenizer, model)
-        pad_id = (
-            self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else stop_ids[0]
-        )
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(
-            batch
-        ):  # left padding: every prompt ends where generation starts
+        for row, ids in enumerate(batch):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
 
@@ -295,15 +275,10 @@ class TransformersGeneration:
             pad_token_id=pad_id,
             **kwargs,
         )
-        completions = out[
-            :, width:
-        ].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
-        texts = [
-            decode_completion(self.tokenizer, ids, stop_ids) for ids in completions
-        ]
+        completions = out[:, width:].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
+        texts = [decode_completion(self.tokenizer, ids, stop_ids) for ids in completions]
         return [
-            texts[row * per_prompt : (row + 1) * per_prompt]
-            * (num_generations // per_prompt)
+            texts[row * per_prompt : (row + 1) * per_prompt] * (num_generations // per_prompt)
             for row in range(len(batch))
         ]
 
@@ -334,9 +309,7 @@ class VLLMSettings:
 
     def __post_init__(self):
         if self.mode not in ("colocate", "server"):
-            raise ValueError(
-                f"vllm mode must be 'colocate' or 'server', got {self.mode!r}"
-            )
+            raise ValueError(f"vllm mode must be 'colocate' or 'server', got {self.mode!r}")
         for name in ("server_port", "group_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
@@ -344,13 +317,9 @@ class VLLMSettings:
         if self.server_timeout <= 0:
             raise ValueError(f"server_timeout must be > 0, got {self.server_timeout}")
         if self.tensor_parallel_size < 1:
-            raise ValueError(
-                f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}"
-            )
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(
-                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
-            )
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         for name in ("max_model_length", "max_num_seqs"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -358,9 +327,7 @@ class VLLMSettings:
         if self.mode == "server":
             # These configure an in-process engine; silently ignoring them would hide a wrong setup.
             if self.enable_sleep_mode:
-                raise ValueError(
-                    "enable_sleep_mode applies to vllm mode 'colocate' only"
-                )
+                raise ValueError("enable_sleep_mode applies to vllm mode 'colocate' only")
             if self.tensor_parallel_size != 1:
                 raise ValueError(
                     "in server mode set tensor parallelism on the server: `trl vllm-serve --tensor_parallel_size N`"
@@ -372,11 +339,7 @@ class VLLMSettings:
         values = {}
         for field in dataclasses.fields(cls):
             # TRL names it `trust_remote_code` (it also governs model loading), every other one `vllm_*`.
-            name = (
-                field.name
-                if field.name == "trust_remote_code"
-                else f"vllm_{field.name}"
-            )
+            name = field.name if field.name == "trust_remote_code" else f"vllm_{field.name}"
             if getattr(args, name, None) is not None:
                 values[field.name] = getattr(args, name)
         values.update(overrides)
@@ -389,9 +352,7 @@ def _vllm_available() -> bool:
     return is_vllm_available()
 
 
-def vllm_call_plan(
-    mode: str, num_generations: int, seed: int | None
-) -> list[tuple[int, int | None]]:
+def vllm_call_plan(mode: str, num_generations: int, seed: int | None) -> list[tuple[int, int | None]]:
     """``(num_generations, seed)`` of each ``VLLMGeneration.generate`` call of one round.
 
     vLLM seeds per request and gives the n children of a request seeds ``seed + i``. Server mode sends one request
@@ -433,9 +394,7 @@ class VLLMBackend:
                 "or use the 'transformers' backend"
             )
         if accelerator is None:
-            raise ValueError(
-                "VLLMBackend needs the trainer's accelerator (TRL's VLLMGeneration is collective)"
-            )
+            raise ValueError("VLLMBackend needs the trainer's accelerator (TRL's VLLMGeneration is collective)")
         from trl.generation import vllm_generation
 
         self.settings = settings or VLLMSettings()
@@ -457,9 +416,7 @@ class VLLMBackend:
         )
 
     @classmethod
-    def from_trainer(
-        cls, trainer, settings: VLLMSettings | None = None, **kwargs
-    ) -> VLLMBackend:
+    def from_trainer(cls, trainer, settings: VLLMSettings | None = None, **kwargs) -> VLLMBackend:
         # trainer.model, not model_wrapped: the same module GRPOTrainer hands to VLLMGeneration.
         return cls(
             trainer.model,
@@ -504,25 +461,18 @@ class VLLMBackend:
         engine.sync_weights()
 
         samples: list[list[list[int]]] = [[] for _ in shard]
-        for calls_n, call_seed in vllm_call_plan(
-            self.settings.mode, num_generations, seed
-        ):
+        for calls_n, call_seed in vllm_call_plan(self.settings.mode, num_generations, seed):
             engine.generation_kwargs = dict(self.generation_kwargs)
             if call_seed is not None:
                 engine.generation_kwargs["seed"] = call_seed
             # VLLMGeneration expects each prompt repeated num_generations times, consecutively (GRPO's layout).
             repeated = [ids for ids in prompt_ids for _ in range(calls_n)]
-            _, completion_ids, _, _ = engine.generate(
-                prompts=repeated, images=None, num_generations=calls_n
-            )
+            _, completion_ids, _, _ = engine.generate(prompts=repeated, images=None, num_generations=calls_n)
             for row in range(len(shard)):
                 samples[row].extend(completion_ids[row * calls_n : (row + 1) * calls_n])
         engine.generation_kwargs = dict(self.generation_kwargs)
 
-        local = [
-            [decode_completion(self.tokenizer, ids, self._stop_ids) for ids in row]
-            for row in samples
-        ]
+        local = [[decode_completion(self.tokenizer, ids, self._stop_ids) for ids in row] for row in samples]
         return _gather(self.accelerator, local)[: len(prompts)]
 
 
@@ -537,16 +487,8 @@ def make_generation_backend(name: str, **kwargs) -> GenerationBackend:
     if name == "vllm":
         setting_names = {field.name for field in dataclasses.fields(VLLMSettings)}
         settings = kwargs.pop("settings", None)
-        setting_kwargs = {
-            key: kwargs.pop(key) for key in list(kwargs) if key in setting_names
-        }
+        setting_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in setting_names}
         if settings is not None and setting_kwargs:
-            raise ValueError(
-                "pass either settings= or individual vLLM settings, not both"
-            )
-        return VLLMBackend(
-            settings=settings or VLLMSettings(**setting_kwargs), **kwargs
-        )
-    raise ValueError(
-        f"unknown generation backend {name!r}; expected 'transformers' or 'vllm'"
-    )
+            raise ValueError("pass either settings= or individual vLLM settings, not both")
+        return VLLMBackend(settings=settings or VLLMSettings(**setting_kwargs), **kwargs)
+    raise ValueError(f"unknown generation backend {name!r}; expected 'transformers' or 'vllm'")
