@@ -19,9 +19,9 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 @dataclass
@@ -96,7 +96,7 @@ class JudgeServer:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         server = self
 
         class Handler(_Handler):
@@ -118,7 +118,7 @@ class JudgeServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -176,7 +176,16 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): nothing to answer
 
-    def do_POST(self):  # noqa: N802
+    def do_GET(self):
+        # Counters for a server running in another process (the benchmark), where .log is out of reach.
+        if self.path.rstrip("/") != "/_stats":
+            return self._send(404, "{}")
+        srv = self.owner
+        with srv._lock:
+            stats = {"requests": len(srv.log), "max_inflight": srv.max_inflight}
+        self._send(200, json.dumps(stats))
+
+    def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if not self.path.rstrip("/").endswith("chat/completions"):
@@ -235,4 +244,4 @@ def closed_port_base() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-__all__ = ["JudgeServer", "Reply", "Request", "LoggedRequest", "Script", "closed_port_base", "prompt_of"]
+__all__ = ["JudgeServer", "LoggedRequest", "Reply", "Request", "Script", "closed_port_base", "prompt_of"]

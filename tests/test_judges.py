@@ -13,10 +13,16 @@ import os
 from pathlib import Path
 
 import pytest
+from judge_server import JudgeServer, Reply, closed_port_base
 
 from balancetrl.hdr.judge_prompt import VerdictError, build_messages, parse_verdict
-from balancetrl.hdr.judges import JudgeItem, JudgePanel, JudgeSpec, PanelTotals, parse_judges
-from judge_server import JudgeServer, Reply, closed_port_base
+from balancetrl.hdr.judges import (
+    JudgeItem,
+    JudgePanel,
+    JudgeSpec,
+    PanelTotals,
+    parse_judges,
+)
 
 SECRET = "sk-test-DO-NOT-PERSIST-7f3a91c2"
 KEY_ENV = "BALANCETRL_TEST_JUDGE_KEY"
@@ -57,6 +63,10 @@ def item(i: int, good: bool, reference=True, index: int = 0) -> JudgeItem:
 def rule(r) -> Reply:
     """The honest judge: scores by the marker the test planted in the candidate."""
     return Reply(score=0.9 if "GOOD" in r.prompt else 0.1, reason="marker rule")
+
+
+def fixed(score: float):
+    return lambda r: Reply(score=score)
 
 
 def files_text(root: Path) -> str:
@@ -144,7 +154,7 @@ def test_faults_survived_nothing_lost_accounting_and_cache(tmp_path):
                   {"model": "openai/gpt-4o-mini", "api_base": srv.api_base, "api_key_env": KEY_ENV},
                   {"model": "openai/gpt-4.1", "api_base": closed_port_base(), "api_key_env": KEY_ENV}]
         panel = JudgePanel(judges, threshold=0.5, concurrency=8, timeout=1.5, retries=2,
-                           cache_dir=tmp_path / "cache", backoff=0.01)
+                           cache_dir=tmp_path / "cache", backoff=0.01, breaker_after=None)
         results = panel.judge(items)
         t = panel.last_totals
 
@@ -200,6 +210,23 @@ def test_faults_survived_nothing_lost_accounting_and_cache(tmp_path):
         assert SECRET not in files_text(tmp_path)
 
 
+def test_hanging_judge_is_cut_off_by_the_breaker():
+    """Every call to judge H runs into the timeout: without the breaker the round would
+    take items x attempts x timeout / concurrency = 30 x 3 x 0.4 / 4 = 9 s."""
+    items = [item(i, good=i % 2 == 0) for i in range(30)]
+    with JudgeServer({"gpt-4o": rule, "hang": lambda r: Reply(delay=3.0)}) as srv:
+        judges = [{"model": "openai/gpt-4o", "api_base": srv.api_base, "api_key_env": KEY_ENV},
+                  {"model": "openai/hang", "api_base": srv.api_base, "api_key_env": KEY_ENV}]
+        panel = JudgePanel(judges, concurrency=4, timeout=0.4, retries=2, backoff=0.01, breaker_after=4)
+        results = panel.judge(items)
+        t = panel.last_totals
+        assert t.wall_s < 4.0
+        assert 4 <= srv.count("hang") == t.per_judge["openai/hang"].calls <= 4 + 3  # + those already in flight
+        assert t.per_judge["openai/hang"].abstained == 30 and t.per_judge["openai/gpt-4o"].answered == 30
+        assert sum("taken as down" in r.verdicts[1].error for r in results) >= 30 - 7
+        assert [r.passed for r in results] == [i % 2 == 0 for i in range(30)]  # A alone decides: 1 of 1
+
+
 def test_rerun_from_cache_with_new_panel_and_endpoint(tmp_path):
     """A resumed job: a fresh panel, the judge on another port, the same cache dir."""
     items = [item(i, good=True) for i in range(4)]
@@ -220,7 +247,7 @@ def test_rerun_from_cache_with_new_panel_and_endpoint(tmp_path):
 
 def test_threshold_min_votes_and_duplicates(tmp_path):
     scores = {"j1": 0.6, "j2": 0.6, "j3": 0.59}
-    with JudgeServer({m: (lambda s: lambda r: Reply(score=s))(s) for m, s in scores.items()}) as srv:
+    with JudgeServer({m: fixed(s) for m, s in scores.items()}) as srv:
         judges = [{"model": f"openai/{m}", "api_base": srv.api_base, "api_key_env": KEY_ENV} for m in scores]
         items = [item(0, True, index=k) for k in range(3)]  # three identical generations of one sample
         r = JudgePanel(judges, threshold=0.6).judge(items)

@@ -25,9 +25,10 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .judge_prompt import PROMPT_VERSION, VerdictError, build_messages, parse_verdict
 
@@ -200,7 +201,7 @@ class PanelTotals:
     per_judge: dict[str, JudgeTotals] = field(default_factory=dict)
 
     @classmethod
-    def from_results(cls, results: Iterable[PanelResult], wall_s: float = 0.0) -> "PanelTotals":
+    def from_results(cls, results: Iterable[PanelResult], wall_s: float = 0.0) -> PanelTotals:
         t = cls(wall_s=wall_s)
         for r in results:
             t.items += 1
@@ -258,6 +259,7 @@ class JudgePanel:
         cache_dir: str | os.PathLike | None = None,
         backoff: float = 1.0,
         backoff_max: float = 30.0,
+        breaker_after: int | None = 20,
     ):
         self.judges = parse_judges(judges)
         if not self.judges:
@@ -271,6 +273,7 @@ class JudgePanel:
         self.threshold, self.min_votes = float(threshold), min_votes
         self.concurrency, self.timeout, self.retries = int(concurrency), float(timeout), int(retries)
         self.backoff, self.backoff_max = float(backoff), float(backoff_max)
+        self.breaker_after = breaker_after
         self.cache = VerdictCache(cache_dir) if cache_dir is not None else None
         self.last_totals: PanelTotals | None = None
         self.history: list[PanelTotals] = []  # one entry per judge()/ajudge() call
@@ -292,6 +295,7 @@ class JudgePanel:
         sem = asyncio.Semaphore(self.concurrency)
         inflight: dict[str, asyncio.Task] = {}  # identical prompts this round: one call
         keys = {s.name: self._secret(s) for s in self.judges}
+        breakers = {s.name: _Breaker(s.name, self.breaker_after) for s in self.judges}  # fresh each round
         tasks = []
         for item in items:
             msgs = item.prompt_messages()
@@ -299,7 +303,7 @@ class JudgePanel:
                 key = VerdictCache.key(spec, msgs)
                 first = inflight.get(key)
                 if first is None:
-                    inflight[key] = first = asyncio.ensure_future(self._one(spec, keys[spec.name], msgs, key, sem))
+                    inflight[key] = first = asyncio.ensure_future(self._one(spec, keys[spec.name], msgs, key, sem, breakers[spec.name]))
                     tasks.append(first)
                 else:
                     tasks.append(asyncio.ensure_future(_as_duplicate(first)))
@@ -340,7 +344,7 @@ class JudgePanel:
                        cached=True, cost_usd=0.0)
 
     async def _one(self, spec: JudgeSpec, secret: str | None, msgs: list[dict], key: str,
-                   sem: asyncio.Semaphore) -> Verdict:
+                   sem: asyncio.Semaphore, breaker: _Breaker) -> Verdict:
         cached = self._from_cache(spec, key)
         if cached is not None:
             return cached
@@ -364,6 +368,9 @@ class JudgePanel:
                 delay = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))  # jitter: no thundering herd
             async with sem:
+                if breaker.open:
+                    v.error = breaker.open
+                    break
                 v.attempts += 1
                 try:
                     # wait_for is a backstop: the HTTP timeout covers the request, not e.g. DNS stalls
@@ -375,9 +382,11 @@ class JudgePanel:
                 except Exception as e:  # noqa: BLE001 -- any failure of one call is one failed attempt
                     status = getattr(e, "status_code", None)
                     v.error = _scrub(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}", secret)
+                    breaker.failed(v.error)
                     if _hopeless(e):
                         break
                     continue
+            breaker.answered()  # even an unusable verdict shows the judge is up
             _charge(v, resp, litellm)
             try:
                 score, reason = parse_verdict(_text_of(resp))
@@ -393,6 +402,25 @@ class JudgePanel:
         v.abstained = True
         logger.debug("judge %s abstains after %d attempts: %s", spec.name, v.attempts, v.error)
         return v
+
+
+class _Breaker:
+    """Per judge and round: after ``after`` failed calls in a row, the judge is taken as
+    down and abstains on the rest of the round at once. Without it a judge that hangs
+    (every call runs into the timeout) would hold concurrency slots for
+    items x attempts x timeout and stall the healthy judges."""
+
+    def __init__(self, name: str, after: int | None):
+        self.name, self.after, self.streak, self.open = name, after, 0, None
+
+    def failed(self, error: str) -> None:
+        self.streak += 1
+        if self.after and self.streak >= self.after and not self.open:
+            self.open = f"judge taken as down for this round after {self.streak} failed calls in a row; last: {error}"
+            logger.warning("judge %s: %s", self.name, self.open)
+
+    def answered(self) -> None:
+        self.streak = 0
 
 
 async def _as_duplicate(first: asyncio.Task) -> Verdict:
