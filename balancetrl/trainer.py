@@ -31,15 +31,16 @@ SSB_STATE_FILE = "balancetrl_ssb.json"  # λ's value inside each checkpoint fold
 class SSBWeight(nn.Module):
     """Holds φ, the one free scalar behind λ. A module of the model so DDP/DeepSpeed see its gradient."""
 
-    def __init__(self, lambda_init: float, lambda_min: float, lambda_max: float, trainable: bool):
+    def __init__(self, lambda_init: float, lambda_min: float, lambda_max: float, trainable: bool, dtype=torch.float32):
         super().__init__()
         self.lambda_min, self.lambda_max = lambda_min, lambda_max
-        phi = torch.tensor(phi_from_lambda(lambda_init, lambda_min, lambda_max), dtype=torch.float32)
+        phi = torch.tensor(phi_from_lambda(lambda_init, lambda_min, lambda_max), dtype=dtype)
         self.phi = nn.Parameter(phi, requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:
         # Called as a module (not by reading .phi) so ZeRO-3 gathers the partitioned parameter first.
-        return lambda_from_phi(self.phi.float(), self.lambda_min, self.lambda_max)
+        phi = self.phi if self.phi.dtype == torch.float64 else self.phi.float()
+        return lambda_from_phi(phi, self.lambda_min, self.lambda_max)
 
 
 class SegmentCollator:
@@ -92,9 +93,12 @@ class BalanceSFTTrainer(SFTTrainer):
 
     def _attach_ssb_weight(self) -> None:
         args = self.args
+        reference = next(self.model.parameters())
+        # fp32 even for a bf16 model (a bf16 φ moves in steps of 1/128); fp64 models keep fp64 throughout
+        dtype = torch.float64 if reference.dtype == torch.float64 else torch.float32
         self._ssb_weight = SSBWeight(
-            args.ssb_lambda_init, args.ssb_lambda_min, args.ssb_lambda_max, args.ssb_lambda_mode == "learnable"
-        ).to(next(self.model.parameters()).device)
+            args.ssb_lambda_init, args.ssb_lambda_min, args.ssb_lambda_max, args.ssb_lambda_mode == "learnable", dtype
+        ).to(reference.device)
         self.model.add_module(SSB_MODULE, self._ssb_weight)
         if isinstance(self.model, PreTrainedModel):
             # save_pretrained drops it, and a resumed checkpoint lacking it loads without a missing-key warning

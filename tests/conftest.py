@@ -118,7 +118,7 @@ def build_tokenizer():
     return fast
 
 
-def build_tiny_model(tokenizer, seed: int = 0, dtype=None):
+def build_tiny_model(tokenizer, seed: int = 0, dtype=None, initializer_range: float = 0.02):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -127,7 +127,7 @@ def build_tiny_model(tokenizer, seed: int = 0, dtype=None):
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
     return model.to(dtype) if dtype is not None else model
