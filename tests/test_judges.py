@@ -239,6 +239,12 @@ def test_rerun_from_cache_with_new_panel_and_endpoint(tmp_path):
                            cache_dir=tmp_path)
         res = panel.judge(items)
         assert srv2.count() == 0 and all(r.passed for r in res) and panel.last_totals.total.cache_hits == 4
+        # a torn/corrupt entry is not trusted: that one judgment is asked again
+        entries = sorted(tmp_path.rglob("*.json"))
+        assert len(entries) == 4
+        entries[0].write_text('{"score": 0.9, "rea')
+        panel.judge(items)
+        assert srv2.count() == 1 and panel.last_totals.total.cache_hits == 3
         # other params -> another judge -> no stale hits
         JudgePanel([{"model": "openai/gpt-4o", "api_base": srv2.api_base, "api_key_env": KEY_ENV,
                      "params": {"temperature": 0.0}}], cache_dir=tmp_path).judge(items)
@@ -293,6 +299,7 @@ def test_sync_judge_inside_running_loop_and_async_api():
             return sync, asy
 
         sync, asy = asyncio.run(inside())
+        assert panel.judge([]) == [] and panel.last_totals.items == 0
         assert sync[0].passed and not asy[0].passed and srv.count() == 2
         # two rounds on two fresh event loops (as the HDR callback does once per epoch)
         assert panel.judge([item(3, True)])[0].passed and srv.count() == 3

@@ -242,8 +242,12 @@ class VerdictCache:
         p = self._path(key)
         p.parent.mkdir(exist_ok=True)
         tmp = p.with_suffix(f".{os.getpid()}.{random.getrandbits(32):08x}.tmp")
-        tmp.write_text(json.dumps(entry, sort_keys=True))
-        os.replace(tmp, p)
+        try:
+            tmp.write_text(json.dumps(entry, sort_keys=True))
+            os.replace(tmp, p)
+        except OSError as e:  # a full disk costs a re-ask next time, never this verdict
+            logger.warning("verdict cache write failed (%s): %s", p, e)
+            tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- panel
@@ -285,9 +289,25 @@ class JudgePanel:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.ajudge(items))
+            return asyncio.run(self._owned_loop_run(items))
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, self.ajudge(items)).result()
+            return ex.submit(asyncio.run, self._owned_loop_run(items)).result()
+
+    async def _owned_loop_run(self, items: list[JudgeItem]) -> list[PanelResult]:
+        try:
+            return await self.ajudge(items)
+        finally:
+            # This loop dies with the call: let LiteLLM's logging worker finish its queued
+            # callbacks (cost logging, any user success_callback) here, or it carries them
+            # to the next round's loop with a warning. Internal API: best effort only.
+            try:
+                from litellm.litellm_core_utils.logging_worker import (
+                    GLOBAL_LOGGING_WORKER,
+                )
+
+                await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=5.0)
+            except Exception as e:  # noqa: BLE001
+                logger.debug("could not flush LiteLLM's logging worker: %s", e)
 
     async def ajudge(self, items: list[JudgeItem]) -> list[PanelResult]:
         t0 = time.monotonic()
@@ -303,7 +323,8 @@ class JudgePanel:
                 key = VerdictCache.key(spec, msgs)
                 first = inflight.get(key)
                 if first is None:
-                    inflight[key] = first = asyncio.ensure_future(self._one(spec, keys[spec.name], msgs, key, sem, breakers[spec.name]))
+                    call = self._one(spec, keys[spec.name], msgs, key, sem, breakers[spec.name])
+                    inflight[key] = first = asyncio.ensure_future(_never_raises(call, spec.name))
                     tasks.append(first)
                 else:
                     tasks.append(asyncio.ensure_future(_as_duplicate(first)))
@@ -421,6 +442,15 @@ class _Breaker:
 
     def answered(self) -> None:
         self.streak = 0
+
+
+async def _never_raises(call, judge: str) -> Verdict:
+    # A bug or an unforeseen error in one judgment must cost that vote, not the round.
+    try:
+        return await call
+    except Exception as e:
+        logger.exception("judge %s: unexpected error", judge)
+        return Verdict(judge, abstained=True, error=f"internal {type(e).__name__}: {e}"[:2000])
 
 
 async def _as_duplicate(first: asyncio.Task) -> Verdict:
