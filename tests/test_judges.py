@@ -248,7 +248,7 @@ def test_rerun_from_cache_with_new_panel_and_endpoint(tmp_path):
         # other params -> another judge -> no stale hits
         JudgePanel([{"model": "openai/gpt-4o", "api_base": srv2.api_base, "api_key_env": KEY_ENV,
                      "params": {"temperature": 0.0}}], cache_dir=tmp_path).judge(items)
-        assert srv2.count() == 4
+        assert srv2.count() == 1 + 4
 
 
 def test_threshold_min_votes_and_duplicates(tmp_path):
