@@ -149,6 +149,23 @@ def as_dataset(conversations):
     return Dataset.from_list(rows)
 
 
+def tilt_toward_cot(trainer, factor: float = 50.0) -> None:
+    """Make L_f ≫ L_c on a random model: call-only tokens get large output embeddings, hence spread-out logits.
+
+    ∂L/∂λ = L_c − L_f, and TRL's fused LM head computes logits in fp32 even for an fp64 model, so with both
+    segment losses ≈ ln(vocab) the λ gradient would be fp32 round-off amplified by cancellation.
+    """
+    import torch
+
+    from balancetrl.segments import COT_MASK
+
+    rows = trainer.train_dataset
+    cot_ids = {t for r in rows for t, c in zip(r["input_ids"], r[COT_MASK]) if c}
+    call_ids = {t for r in rows for t, c, y in zip(r["input_ids"], r[COT_MASK], r["labels"]) if y != -100 and not c}
+    with torch.no_grad():
+        trainer.model.lm_head.weight[sorted(call_ids - cot_ids)] *= factor
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()

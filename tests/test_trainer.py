@@ -8,7 +8,7 @@ from trl import SFTConfig, SFTTrainer
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
 from balancetrl.segments import COT_MASK
-from conftest import as_dataset, build_tiny_model
+from conftest import as_dataset, build_tiny_model, tilt_toward_cot
 
 
 def make_trainer(tokenizer, conversations, tmp_path, dtype=None, seed=0, initializer_range=0.02, **kwargs):
@@ -70,11 +70,7 @@ def _one_step_update(tokenizer, conversations, tmp_path, batch, accumulation, **
                            logging_steps=1,
                            gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.5,
                            ssb_lambda_lr=5.0, **kwargs)
-    with torch.no_grad():  # make L_f ≫ L_c: call-only tokens get large output embeddings, hence spread-out logits
-        rows = trainer.train_dataset
-        cot_ids = {t for r in rows for t, c in zip(r["input_ids"], r[COT_MASK]) if c}
-        call_ids = {t for r in rows for t, c, y in zip(r["input_ids"], r[COT_MASK], r["labels"]) if y != -100 and not c}
-        trainer.model.lm_head.weight[sorted(call_ids - cot_ids)] *= 50
+    tilt_toward_cot(trainer)
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     lam_before = trainer.ssb_lambda
     trainer.train()
@@ -87,8 +83,7 @@ def _one_step_update(tokenizer, conversations, tmp_path, batch, accumulation, **
 def test_gradient_accumulation_invariance(tokenizer, conversations, tmp_path):
     # fp64, because in fp32 round-off alone makes a padded batch and single sequences differ by ~1e-3 relative in
     # the attention gradients of a random tiny model (measured: TRL's plain SFTTrainer 9.4e-4, ours 1.1e-3; in fp64
-    # 4.7e-8 and 5.2e-8). TRL's fused LM head still computes logits in fp32, and ∂L/∂λ = L_c − L_f subtracts two
-    # such means, so the model is tilted until the two segment losses differ by O(1).
+    # 4.7e-8 and 5.2e-8). For λ, see `tilt_toward_cot`.
     full, dlam_full = _one_step_update(tokenizer, conversations, tmp_path / "a", 4, 1)
     accum, dlam_accum = _one_step_update(tokenizer, conversations, tmp_path / "b", 1, 4)
     for name in full:
