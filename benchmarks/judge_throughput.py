@@ -5,7 +5,9 @@
 Goal: wall time within 1.2x of the ideal ``calls * latency / concurrency`` (the time the
 latency alone costs with every slot busy), and a rerun served 100 % from the disk cache.
 The server runs in its own process so its threads do not share the panel's GIL; what is
-left over the ideal is the client's own overhead (LiteLLM + asyncio) on this machine.
+left over the ideal is the client's own overhead (LiteLLM + asyncio) on this machine:
+``client_cpu_ms_per_call`` is that cost, and ``concurrency * cpu_per_call`` must stay
+well under ``latency`` (one core) for the ideal to be reachable at all.
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ def main() -> None:
                 panel = JudgePanel([{"model": f"openai/{m}", "api_base": base, "api_key_env": KEY_ENV} for m in JUDGES],
                                    threshold=0.5, concurrency=conc, timeout=30, retries=2, cache_dir=cache)
                 before = stats(port)["requests"]
-                t0 = time.perf_counter()
+                load = os.getloadavg()[0]
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = panel.judge(work)
-                cold = time.perf_counter() - t0
+                cold, cpu = time.perf_counter() - t0, time.process_time() - c0
                 mid = stats(port)
                 t0 = time.perf_counter()
                 panel.judge(work)
@@ -95,7 +98,8 @@ def main() -> None:
                 ideal = calls * args.latency / conc
                 row = {"concurrency": conc, "calls": calls, "server_requests": mid["requests"] - before,
                        "server_max_inflight": mid["max_inflight"], "wall_s": round(cold, 2), "ideal_s": round(ideal, 2),
-                       "ratio": round(cold / ideal, 3), "abstained": t1.total.abstained,
+                       "ratio": round(cold / ideal, 3), "client_cpu_ms_per_call": round(1000 * cpu / calls, 2),
+                       "loadavg_1m_before": round(load, 2), "abstained": t1.total.abstained,
                        "passed_items": sum(r.passed for r in res), "cost_usd": round(t1.total.cost_usd, 4),
                        "prompt_tokens": t1.total.prompt_tokens, "completion_tokens": t1.total.completion_tokens,
                        "rerun_wall_s": round(warm, 2), "rerun_server_requests": after - mid["requests"],

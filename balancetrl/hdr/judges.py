@@ -65,7 +65,8 @@ class JudgeSpec:
     def identity(self) -> str:
         # api_base is left out on purpose: moving a judge to another endpoint of the same
         # model (a resumed job on a new host) must still hit the cache.
-        return json.dumps({"name": self.name, "model": self.model, "params": self.params}, sort_keys=True, default=str)
+        params = {"temperature": DEFAULT_TEMPERATURE, **self.params}  # what is sent, defaults included
+        return json.dumps({"name": self.name, "model": self.model, "params": params}, sort_keys=True, default=str)
 
 
 def parse_judges(value: Any) -> list[JudgeSpec]:
