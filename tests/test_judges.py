@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -132,7 +133,8 @@ FAULTS = {  # item index -> what judge A's first attempt suffers (the retry then
 POISONED = 7  # judge B answers this one with HTTP 500 on every attempt: B abstains
 
 
-def test_faults_survived_nothing_lost_accounting_and_cache(tmp_path):
+def test_faults_survived_nothing_lost_accounting_and_cache(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, LiteLLM's included: none may print the key
     items = [item(i, good=i % 3 != 2) for i in range(10)]
     marker = {f"City{i}": i for i in range(10)}
 
@@ -196,6 +198,7 @@ def test_faults_survived_nothing_lost_accounting_and_cache(tmp_path):
         out.write_text(json.dumps({"results": [r.to_dict() for r in results], "totals": t.to_dict()}))
         assert SECRET not in files_text(tmp_path)
         assert "***" in err[1]  # the server echoed the key in its error; the verdict has it scrubbed
+        assert "abstained on 10/10" in caplog.text and SECRET not in caplog.text
 
         # a rerun pays nothing twice: only the abstention is asked again
         srv.clear_log()
