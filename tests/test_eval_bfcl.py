@@ -65,6 +65,9 @@ def test_unsafe_expressions_are_refused_not_evaluated():
     assert bfcl.is_safe_to_decode("I cannot help with that.")
     assert not bfcl.is_safe_to_decode("[f(a=1+__import__('os').getpid())]")
     assert not bfcl.is_safe_to_decode("[f(a=9**9**9)]")
+    assert not bfcl.is_safe_to_decode("[f(a=1 << 10**12)]")
+    assert not bfcl.is_safe_to_decode("[f(a=((9**64)**64)**64)]")
+    assert bfcl.is_safe_to_decode("[f(a=2**10)]")
     assert not bfcl.is_safe_to_decode("[f(a='x'*10)]")
     assert not bfcl.is_safe_to_decode("f(key=lambda: 0)")
     assert bfcl.answer_text("simple_python", "[f(a=1+open('x').read())]") == bfcl.REFUSED_OUTPUT
@@ -170,6 +173,23 @@ def _run_cli(argv):
     return cmd.run(args, CommandContext(argv=argv))
 
 
+def test_eval_command_tiny_model_quick(tiny_model_dir, tmp_path, capsys):
+    """Fast variant: two categories, one sample each; bfcl's scorer run on the written files."""
+    out = tmp_path / "out"
+    rc = _run_cli([
+        "eval", "--model", str(tiny_model_dir), "--categories", "simple_python", "irrelevance",
+        "--limit", "1", "--max-new-tokens", "4", "--output-dir", str(out), "--no-progress",
+    ])
+    assert rc == 0
+    assert "| irrelevance |" in capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    assert {r["category"]: r["total"] for r in report["categories"]} == {"simple_python": 1, "irrelevance": 1}
+    theirs = bfcl.run_bfcl_scorer(out / "bfcl_result", tmp_path / "score", ["simple_python", "irrelevance"])
+    for row in report["categories"]:
+        assert theirs[row["category"]]["correct_count"] == row["correct"]
+
+
+@pytest.mark.slow
 def test_eval_command_tiny_model_end_to_end(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     cats = ["simple_python", "parallel", "irrelevance", "live_multiple"]

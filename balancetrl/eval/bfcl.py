@@ -61,6 +61,7 @@ def import_bfcl() -> types.SimpleNamespace:
     except ImportError:
         sys.modules.setdefault("soundfile", types.ModuleType("soundfile"))
     try:
+        from bfcl_eval.constants import enums
         from bfcl_eval.constants.category_mapping import VERSION_PREFIX
         from bfcl_eval.eval_checker import eval_runner
         from bfcl_eval.model_handler import utils as handler_utils
@@ -68,7 +69,7 @@ def import_bfcl() -> types.SimpleNamespace:
     except ImportError as e:
         raise ImportError(f"{_INSTALL_HINT} ({e})") from e
     return types.SimpleNamespace(
-        VERSION_PREFIX=VERSION_PREFIX, eval_runner=eval_runner, handler_utils=handler_utils, utils=utils
+        VERSION_PREFIX=VERSION_PREFIX, enums=enums, eval_runner=eval_runner, handler_utils=handler_utils, utils=utils
     )
 
 
@@ -132,10 +133,14 @@ def split_think(text: str) -> tuple[str, str]:
     return head.split("<think>")[-1].strip("\n"), tail.lstrip("\n")
 
 
-_SAFE_ARITH_NODES = (ast.BinOp, ast.UnaryOp, ast.Constant, ast.operator, ast.unaryop)
+_SAFE_ARITH_NODES = (ast.BinOp, ast.UnaryOp, ast.Constant, ast.unaryop, ast.Add, ast.Sub, ast.Mult,
+                     ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)  # no shifts: 1 << 10**12 exhausts memory
 
 
 def _safe_arith(node: ast.AST) -> bool:
+    # One bounded power at most: (9**64)**64**... nested powers would hang the eval() as well.
+    if sum(isinstance(n, ast.Pow) for n in ast.walk(node)) > 1:
+        return False
     for sub in ast.walk(node):
         if not isinstance(sub, _SAFE_ARITH_NODES):
             return False
@@ -197,7 +202,7 @@ def score_entry(category: str, item: dict, result: str, handler=None) -> dict:
             handler, item["id"], result, item["score_entry"], BFCL_RESULT_MODEL_DIR, category
         )
     else:
-        enums = __import__("bfcl_eval.constants.enums", fromlist=["Language", "ReturnFormat"])
+        enums = bfcl.enums
         if utils.is_java(category):
             lang, fmt = enums.Language.JAVA, enums.ReturnFormat.JAVA
         elif utils.is_js(category):
