@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("bfcl_eval")
 
-from balancetrl.eval import bfcl  # noqa: E402
+from balancetrl.eval import bfcl
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -163,8 +163,9 @@ def test_known_answers_agree_with_bfcl_scorer(tmp_path):
 
 
 def _run_cli(argv):
-    from balancetrl.commands.eval import EvalCommand
     from trl.cli.commands.base import CommandContext
+
+    from balancetrl.commands.eval import EvalCommand
 
     cmd = EvalCommand()
     parser = argparse.ArgumentParser(prog="balancetrl")

@@ -61,11 +61,11 @@ def import_bfcl() -> types.SimpleNamespace:
     except ImportError:
         sys.modules.setdefault("soundfile", types.ModuleType("soundfile"))
     try:
+        from bfcl_eval import utils
         from bfcl_eval.constants import enums
         from bfcl_eval.constants.category_mapping import VERSION_PREFIX
         from bfcl_eval.eval_checker import eval_runner
         from bfcl_eval.model_handler import utils as handler_utils
-        from bfcl_eval import utils
     except ImportError as e:
         raise ImportError(f"{_INSTALL_HINT} ({e})") from e
     return types.SimpleNamespace(
@@ -237,8 +237,7 @@ def write_result_file(result_dir: str | Path, category: str, records: list[dict]
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(records, key=bfcl.utils.sort_key)
     with open(path, "w") as f:
-        for rec in ordered:
-            f.write(json.dumps(bfcl.utils.make_json_serializable(rec)) + "\n")
+        f.writelines(json.dumps(bfcl.utils.make_json_serializable(rec)) + "\n" for rec in ordered)
     return path
 
 

@@ -41,8 +41,10 @@ def to_markdown(report: dict) -> str:
     lines = [
         f"# BFCL evaluation: {report['model']}",
         "",
-        f"backend: {report['backend']}, limit per category: {report['limit'] or 'none'}, "
-        f"bfcl-eval {report['bfcl_eval_version']}",
+        (
+            f"backend: {report['backend']}, limit per category: {report['limit'] or 'none'}, "
+            f"bfcl-eval {report['bfcl_eval_version']}"
+        ),
         "",
         "| category | accuracy | correct | total | s/sample | top error |",
         "|---|---:|---:|---:|---:|---|",
