@@ -118,6 +118,16 @@ def test_in_memory_rows_and_datasets_objects():
         list(load_records(datasets.DatasetDict({"train": ds})))
 
 
+def test_saved_datasets_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [json.loads(line) for line in (DATA / "xlam_sample.jsonl").read_text().splitlines()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    assert [r.data for r in load_records(tmp_path / "ds")] == [r.data for r in load_records(rows)]
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a saved `datasets` dataset"):
+        list(load_records(tmp_path / "plain"))
+
+
 def test_parquet_and_json_array(tmp_path):
     rows = [json.loads(line) for line in (DATA / "xlam_sample.jsonl").read_text().splitlines()]
     (tmp_path / "a.json").write_text(json.dumps(rows))

@@ -53,6 +53,7 @@ _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _LEADING_SPACE_RE = re.compile(r"^\[[ \t]+[A-Za-z_]")
 # What an intended call list looks like; such text must parse, it is not a plain-text answer.
 _LOOKS_LIKE_CALLS_RE = re.compile(r'^\[\s*(?:[A-Za-z_][\w.]*\s*\(|\{\s*"name")|^\{\s*"name"\s*:')
+_PYTHON_LIST_RE = re.compile(r"^\[\s*[A-Za-z_][\w.]*\s*\(")
 # BFCL and some generators write JSON literals inside Python calls.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
 
@@ -168,7 +169,7 @@ def parse_calls(text: str) -> ParsedCalls:
         return ParsedCalls(calls, "tool_call")
     if not stripped:
         raise CallParseError("call_parse_error", "empty call block")
-    if stripped[0] in "[{":
+    if stripped[0] == "{" or (stripped[0] == "[" and not _PYTHON_LIST_RE.match(stripped)):
         try:
             return ParsedCalls(parse_json_calls(stripped), "json")
         except CallParseError as json_error:

@@ -18,6 +18,7 @@ check command writes them to `rejected.jsonl`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -74,17 +75,24 @@ _XLAM_TYPES = {
 }
 
 
-def _xlam_param(spec: dict) -> tuple[dict, bool]:
-    """xlam's `{"type": "List[int], optional", "default": ...}` → (JSON-schema property, optional?)."""
-    type_str = str(spec.get("type", "")).strip()
+@functools.lru_cache(maxsize=4096)
+def _xlam_type(type_str: str) -> tuple[str | None, bool]:
+    """xlam's `"List[int], optional"` → (JSON-schema type or None, optional?). Few distinct strings: cached."""
+    type_str = type_str.strip()
     optional = bool(re.search(r",\s*optional\s*$", type_str)) or type_str.startswith("Optional[")
     base = re.sub(r",\s*optional\s*$", "", type_str)
     base = re.sub(r"^Optional\[(.*)\]$", r"\1", base).strip()
-    head = base.split("[", 1)[0].strip().lower()
-    prop = {k: v for k, v in spec.items() if k != "type"}
-    if head in _XLAM_TYPES:
-        prop["type"] = _XLAM_TYPES[head]
-    # Unions, Callable, Any: leave the type out, so any value is type-valid.
+    # Unions, Callable, Any: no type, so any value is type-valid.
+    return _XLAM_TYPES.get(base.split("[", 1)[0].strip().lower()), optional
+
+
+def _xlam_param(spec: dict) -> tuple[dict, bool]:
+    """xlam's `{"type": "List[int], optional", "default": ...}` → (JSON-schema property, optional?)."""
+    json_type, optional = _xlam_type(str(spec.get("type", "")))
+    prop = dict(spec)
+    prop.pop("type", None)
+    if json_type is not None:
+        prop["type"] = json_type
     return prop, optional or "default" in spec
 
 
@@ -130,11 +138,25 @@ def to_canonical_tool(tool: Any) -> dict:
     return {"type": "function", "function": out}
 
 
+# Datasets repeat tool lists across rows; converting each distinct JSON string once is most of the load time.
+# The cached lists are shared between records: nothing downstream mutates tools.
+_TOOLS_CACHE: dict[str, list[dict]] = {}
+_TOOLS_CACHE_SIZE = 2048
+
+
 def _tools(value: Any) -> list[dict]:
+    key = value if isinstance(value, str) else None
+    if key is not None and key in _TOOLS_CACHE:
+        return _TOOLS_CACHE[key]
     tools = _decode(value, "tools")
     if not isinstance(tools, list):
         raise FormatError("tools_not_list", f"'tools' must be a list, got {type(tools).__name__}")
-    return [to_canonical_tool(t) for t in tools]
+    tools = [to_canonical_tool(t) for t in tools]
+    if key is not None:
+        if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
+            _TOOLS_CACHE.clear()
+        _TOOLS_CACHE[key] = tools
+    return tools
 
 
 def _calls(value: Any) -> list[dict]:
