@@ -93,7 +93,10 @@ def generate_vllm(
     llm = LLM(model=model_path, tokenizer=tokenizer_path or model_path, **llm_kwargs)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     t0 = time.perf_counter()
-    results = llm.generate(prompts, params)
+    # Token ids, not text: vLLM would add special tokens again on top of the chat template's BOS.
+    tok = llm.get_tokenizer()
+    token_prompts = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+    results = llm.generate(token_prompts, params)
     dt = (time.perf_counter() - t0) / max(len(prompts), 1)
     return [
         Generation(r.outputs[0].text, len(r.prompt_token_ids), len(r.outputs[0].token_ids), dt) for r in results
