@@ -244,4 +244,25 @@ def closed_port_base() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-__all__ = ["JudgeServer", "LoggedRequest", "Reply", "Request", "Script", "closed_port_base", "prompt_of"]
+try:  # a pytest fixture for tests that prefer it; the benchmark imports this file without pytest
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture
+    def loopback_judges():
+        """Factory fixture: ``srv = loopback_judges({"gpt-4o": script}, latency=0.1)``; all stop at teardown."""
+        started: list[JudgeServer] = []
+
+        def make(scripts: dict[str, Script] | None = None, latency: float = 0.0, default: Script | None = None):
+            started.append(JudgeServer(scripts, latency=latency, default=default).start())
+            return started[-1]
+
+        yield make
+        for srv in started:
+            srv.stop()
+
+
+__all__ = ["JudgeServer", "LoggedRequest", "Reply", "Request", "Script", "closed_port_base", "loopback_judges", "prompt_of"]

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from judge_server import JudgeServer, Reply, closed_port_base
+from judge_server import JudgeServer, Reply, closed_port_base, loopback_judges  # noqa: F401 (a fixture)
 
 from balancetrl.hdr.judge_prompt import VerdictError, build_messages, parse_verdict
 from balancetrl.hdr.judges import (
@@ -270,13 +270,12 @@ def test_threshold_min_votes_and_duplicates(tmp_path):
             JudgePanel(judges, min_votes=4)
 
 
-def test_concurrency_limit_is_respected():
-    with JudgeServer({"gpt-4o": rule}, latency=0.1) as srv:
-        panel = JudgePanel([{"model": "openai/gpt-4o", "api_base": srv.api_base, "api_key_env": KEY_ENV}],
-                           concurrency=4)
-        panel.judge([item(i, True) for i in range(16)])
-        assert srv.count() == 16 and srv.max_inflight == 4
-        assert 0.35 < panel.last_totals.wall_s < 1.5  # 16 calls x 0.1 s / 4 slots = 0.4 s ideal
+def test_concurrency_limit_is_respected(loopback_judges):  # noqa: F811
+    srv = loopback_judges({"gpt-4o": rule}, latency=0.1)  # the fixture form of the server
+    panel = JudgePanel([{"model": "openai/gpt-4o", "api_base": srv.api_base, "api_key_env": KEY_ENV}], concurrency=4)
+    panel.judge([item(i, True) for i in range(16)])
+    assert srv.count() == 16 and srv.max_inflight == 4
+    assert 0.35 < panel.last_totals.wall_s < 1.5  # 16 calls x 0.1 s / 4 slots = 0.4 s ideal
 
 
 def test_missing_key_and_hopeless_errors_abstain_without_retry(monkeypatch):
