@@ -26,9 +26,9 @@ pytestmark = [
 BFCL_MODEL = "gorilla-openfunctions-v2"
 
 
-def _bfcl_files():
+def _bfcl_files(category="simple_python"):
     root = Path(importlib.util.find_spec("bfcl_eval").submodule_search_locations[0]) / "data"
-    return root / "BFCL_v4_simple_python.json", root / "possible_answer" / "BFCL_v4_simple_python.json"
+    return root / f"BFCL_v4_{category}.json", root / "possible_answer" / f"BFCL_v4_{category}.json"
 
 
 def _mutate_value(value, alternatives):
@@ -93,30 +93,34 @@ def _variants(call, tool):
             break
 
 
-def run_agreement():
+def run_agreement(category="simple_python"):
+    """Returns (pairs, agreeing pairs, disagreements, {variant: [pairs, agreeing]}). A variant changes the first
+    call of the candidate; for categories other than simple_python only ours == theirs is required."""
     from bfcl_eval.constants.enums import Language
     from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
 
-    questions_path, answers_path = _bfcl_files()
+    questions_path, answers_path = _bfcl_files(category)
     questions = {q["id"]: q for q in map(json.loads, questions_path.read_text().splitlines())}
     answers = {a["id"]: a for a in map(json.loads, answers_path.read_text().splitlines())}
     rows = list(load_records(questions_path, format="bfcl"))
-    assert len(rows) == len(questions) == 400 and not any(r.error for r in rows)
+    assert len(rows) == len(questions) and not any(r.error for r in rows)
     pairs, agree, disagreements, by_label = 0, 0, [], {}
     for row in rows:
         record = row.data
         q = questions[record["id"]]
-        (call,) = from_tool_calls(record["messages"][-1]["tool_calls"])
-        call["_alternatives"] = record["reference"][0][0]["alternatives"]
-        for label, expected, variant in _variants(call, q["function"][0]):
+        calls = from_tool_calls(record["messages"][-1]["tool_calls"])
+        first = dict(calls[0], _alternatives=record["reference"][0][0]["alternatives"])
+        tool = next(f for f in q["function"] if f["name"] == first["name"])
+        for label, expected, variant in _variants(first, tool):
             variant = {"name": variant["name"], "arguments": copy.deepcopy(variant["arguments"])}
-            ours = answer_check([variant], record["reference"][0], record["tools"]).ok
-            theirs = ast_checker(q["function"], [{variant["name"]: variant["arguments"]}],
-                                 answers[record["id"]]["ground_truth"], Language.PYTHON, "simple_python",
+            produced = [variant] + calls[1:]
+            ours = answer_check(produced, record["reference"][0], record["tools"]).ok
+            theirs = ast_checker(q["function"], [{c["name"]: c["arguments"]} for c in produced],
+                                 answers[record["id"]]["ground_truth"], Language.PYTHON, category,
                                  BFCL_MODEL)["valid"]
             pairs += 1
             by_label.setdefault(label, [0, 0])[0] += 1
-            if ours == theirs == expected:
+            if ours == theirs and (ours == expected or category != "simple_python"):
                 agree += 1
                 by_label[label][1] += 1
             else:
@@ -133,4 +137,13 @@ def test_answer_check_agrees_with_bfcl_ast_checker_on_simple_python(capsys):
     assert by_label["candidate"][0] == by_label["wrong_function"][0] == by_label["unknown_parameter"][0] == 400
     assert by_label["missing_required"][0] > 350 and by_label["wrong_value"][0] > 350
     assert by_label["omit_optional"][0] > 100 and by_label["string_variant"][0] > 250
+    assert disagreements == []
+
+
+@pytest.mark.parametrize("category", ["multiple", "parallel", "parallel_multiple", "live_simple", "live_multiple",
+                                      "live_parallel", "live_parallel_multiple"])
+def test_answer_check_agrees_with_bfcl_on_other_python_ast_categories(category, capsys):
+    pairs, agree, disagreements, by_label = run_agreement(category)
+    with capsys.disabled():
+        print(f"\nBFCL {category} agreement: {agree}/{pairs} = {agree / pairs:.2%}")
     assert disagreements == []

@@ -88,6 +88,12 @@ def test_parse_assistant_output_shapes():
     reasoning, calls, content = parse_assistant_output('why</think><tool_call>{"name": "f", "arguments": {}}'
                                                        "</tool_call>")
     assert (reasoning, calls, content) == ("why", [{"name": "f", "arguments": {}}], "")
+    # a bare call without brackets is a call; prose with parentheses stays text
+    assert parse_assistant_output('<think>x</think>get_time(tz="UTC")')[1] == [{"name": "get_time",
+                                                                                 "arguments": {"tz": "UTC"}}]
+    assert parse_assistant_output("Sure(ly) not.") == (None, None, "Sure(ly) not.")
+    assert parse_assistant_output("f(x=1) and then more prose(y=2)") == (None, None,
+                                                                           "f(x=1) and then more prose(y=2)")
     # custom markers
     assert parse_assistant_output("<r>x</r>ok", cot_open="<r>", cot_close="</r>") == ("x", None, "ok")
 

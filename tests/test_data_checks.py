@@ -183,6 +183,12 @@ def test_bfcl_alternatives_rules():
     assert ok(mix, call("mix", ratio={"red": 0.5, "green": 0.5})).reason == "wrong_value"
     assert ok(mix, call("mix", ratio={"red": 0.5}, tags=["Warm", "bright"])).ok
     assert ok(mix, call("mix", ratio={"red": 0.5}, tags=["bright", "warm"])).reason == "wrong_value"
+    # BFCL lists None as an accepted value ("null is fine"): a None for a string parameter then passes, as in
+    # bfcl-eval (its "variable" rule: the value has the type of the first alternative); 0 does not
+    ref = [{"name": "get_time", "arguments": {"tz": "UTC"}, "alternatives": {"tz": [None, "UTC", ""]}}]
+    assert answer_check([call("get_time", tz=None)], ref, TOOLS).ok
+    assert answer_check([call("get_time", tz="utc")], ref, TOOLS).ok
+    assert answer_check([call("get_time", tz=0)], ref, TOOLS).reason == "wrong_type"
 
 
 def test_agrees_with_labelled_synthetic_data():

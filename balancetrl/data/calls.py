@@ -53,6 +53,7 @@ _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _LEADING_SPACE_RE = re.compile(r"^\[[ \t]+[A-Za-z_]")
 # What an intended call list looks like; such text must parse, it is not a plain-text answer.
 _LOOKS_LIKE_CALLS_RE = re.compile(r'^\[\s*(?:[A-Za-z_][\w.]*\s*\(|\{\s*"name")|^\{\s*"name"\s*:')
+_BARE_CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\((?:[A-Za-z_]\w*\s*=.*)?\)$", re.S)
 _PYTHON_LIST_RE = re.compile(r"^\[\s*[A-Za-z_][\w.]*\s*\(")
 # BFCL and some generators write JSON literals inside Python calls.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
@@ -203,6 +204,12 @@ def split_assistant_output(text: str, cot_open: str = "<think>", cot_close: str 
     if _LOOKS_LIKE_CALLS_RE.match(body):
         parsed = parse_calls(body)
         return AssistantOutput(reasoning, parsed.calls, "", parsed.syntax, parsed.issues)
+    if _BARE_CALL_RE.match(body):
+        # `f(x=1)` without brackets (some prompting models); prose such as "Sure (see below)" stays text
+        try:
+            return AssistantOutput(reasoning, parse_python_calls(body), "", "python")
+        except CallParseError:
+            pass
     return AssistantOutput(reasoning, None, body)
 
 

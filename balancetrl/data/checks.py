@@ -78,6 +78,7 @@ class CheckResult:
 
 
 OK = CheckResult(True)
+_MISSING = object()
 
 
 def _fail(reason: str, message: str) -> CheckResult:
@@ -246,8 +247,10 @@ def _compare_bfcl(name: str, args: dict, alternatives: dict, props: dict, where:
         if schema.get("type") == "number" and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)  # BFCL lets an int stand for a float
         if not _type_ok(v, schema):
-            first = next((a for a in alts if a != ""), None)
-            if first is not None and type(v) is type(first):  # BFCL's "variable" case: compare as given
+            # BFCL's "variable" case: a value of the type of the first listed alternative (often None, for
+            # "null is fine") is compared as given
+            first = next((a for a in alts if a != ""), _MISSING)
+            if first is not _MISSING and type(v) is type(first):
                 if v in alts:
                     continue
                 return _fail("wrong_value", f"{where}: {name}({p}={v!r}), expected one of {alts!r}")
