@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the user wants to call function with argument value so I should check which tool fits the request "
-         "and then pass city unit date amount because required parameters must be present").split()
+WORDS = ["the", "user", "wants", "to", "call", "function", "with", "argument", "value", "so", "I", "should", "check", "which", "tool", "fits", "the", "request", "and", "then", "pass", "city", "unit", "date", "amount", "because", "required", "parameters", "must", "be", "present"]
 CITIES = ["Paris", "Zürich, CH", "東京", 'New "York"', "São Paulo", "Oslo"]
 # xlam-style parameter types and a value generator for each
 PARAM_TYPES = [

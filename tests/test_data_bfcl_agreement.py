@@ -143,7 +143,7 @@ def test_answer_check_agrees_with_bfcl_ast_checker_on_simple_python(capsys):
 @pytest.mark.parametrize("category", ["multiple", "parallel", "parallel_multiple", "live_simple", "live_multiple",
                                       "live_parallel", "live_parallel_multiple"])
 def test_answer_check_agrees_with_bfcl_on_other_python_ast_categories(category, capsys):
-    pairs, agree, disagreements, by_label = run_agreement(category)
+    pairs, agree, disagreements, _ = run_agreement(category)
     with capsys.disabled():
         print(f"\nBFCL {category} agreement: {agree}/{pairs} = {agree / pairs:.2%}")
     assert disagreements == []

@@ -128,9 +128,9 @@ def test_tool_call_parsing_agrees_with_trl_qwen_response_template():
     from transformers.utils.chat_parsing import parse_response
 
     texts = [
-        '<think>\nI need two calls, "quoted", and ü.\n</think>\n\n<tool_call>\n{"name": "f", "arguments": '
-        '{"a": [1, {"b": "x, y"}], "c": true, "d": null}}\n</tool_call>\n<tool_call>\n{"name": "g", '
-        '"arguments": {}}\n</tool_call>',
+        ('<think>\nI need two calls, "quoted", and ü.\n</think>\n\n<tool_call>\n{"name": "f", "arguments": '
+         '{"a": [1, {"b": "x, y"}], "c": true, "d": null}}\n</tool_call>\n<tool_call>\n{"name": "g", '
+         '"arguments": {}}\n</tool_call>'),
         "<think>\nNo tool fits.\n</think>\n\nSorry, I cannot help with that.",
         '<tool_call>\n{"name": "only", "arguments": {"x": 1}}\n</tool_call>',
     ]

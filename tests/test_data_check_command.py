@@ -121,10 +121,9 @@ def test_atomic_writers(tmp_path):
     target = tmp_path / "x.json"
     with atomic_write(target) as f:
         f.write("one")
-    with pytest.raises(ValueError):
-        with atomic_write(target) as f:
-            f.write("two")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_write(target) as f:
+        f.write("two")
+        raise ValueError
     assert target.read_text() == "one" and os.listdir(tmp_path) == ["x.json"]
     with AtomicJsonlWriter(tmp_path / "y.jsonl") as w:
         w.write({"a": "é"})

@@ -1,10 +1,14 @@
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from balancetrl.data.formats import detect_format, from_xlam, load_records, to_canonical_tool
+from balancetrl.data.formats import (
+    detect_format,
+    from_xlam,
+    load_records,
+    to_canonical_tool,
+)
 from balancetrl.data.io import InputError
 
 DATA = Path(__file__).parent / "data"

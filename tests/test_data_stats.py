@@ -58,7 +58,7 @@ def test_token_counts_per_turn(word_tokenizer):
     stats = token_stats(records, word_tokenizer, batch_size=2)
     g_block = '<tool_call>\n{"name": "g", "arguments": {"x": "é ü"}}\n</tool_call>\n' \
               '<tool_call>\n{"name": "h", "arguments": {}}\n</tool_call>'
-    assert list(turn_texts(records[1]))[0] == ("a b c", g_block)
+    assert next(turn_texts(records[1])) == ("a b c", g_block)
     assert stats.cot == [5, 3]
     assert stats.call == [7, len(g_block.split()), 4]
     assert (stats.records, stats.turns, stats.skipped_turns) == (4, 3, 1)

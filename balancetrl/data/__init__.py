@@ -1,6 +1,11 @@
 """Function-calling data: loaders to the canonical record, call parsing, quality checks, token statistics."""
 
-from .calls import CallParseError, parse_assistant_output, parse_calls, render_tool_call_block
+from .calls import (
+    CallParseError,
+    parse_assistant_output,
+    parse_calls,
+    render_tool_call_block,
+)
 from .checks import REASONS, CheckOutcome, CheckResult, answer_check, check_record
 from .formats import FORMATS, detect_format, load_records
 from .io import AtomicJsonlWriter, InputError, atomic_write, read_records, write_jsonl

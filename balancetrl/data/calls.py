@@ -48,12 +48,12 @@ class AssistantOutput:
     issues: list[str] = field(default_factory=list)
 
 
-_TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+_TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 # The xlam/QwQ defect of paper App. A.2: a space between "[" and the first function name.
 _LEADING_SPACE_RE = re.compile(r"^\[[ \t]+[A-Za-z_]")
 # What an intended call list looks like; such text must parse, it is not a plain-text answer.
 _LOOKS_LIKE_CALLS_RE = re.compile(r'^\[\s*(?:[A-Za-z_][\w.]*\s*\(|\{\s*"name")|^\{\s*"name"\s*:')
-_BARE_CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\((?:[A-Za-z_]\w*\s*=.*)?\)$", re.S)
+_BARE_CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\((?:[A-Za-z_]\w*\s*=.*)?\)$", re.DOTALL)
 _PYTHON_LIST_RE = re.compile(r"^\[\s*[A-Za-z_][\w.]*\s*\(")
 # BFCL and some generators write JSON literals inside Python calls.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
@@ -173,9 +173,9 @@ def parse_calls(text: str) -> ParsedCalls:
     if stripped[0] == "{" or (stripped[0] == "[" and not _PYTHON_LIST_RE.match(stripped)):
         try:
             return ParsedCalls(parse_json_calls(stripped), "json")
-        except CallParseError as json_error:
+        except CallParseError:
             if stripped[0] == "{" or stripped[1:].lstrip()[:1] in ("{", "]"):
-                raise json_error
+                raise
     issues = ["leading_space"] if _LEADING_SPACE_RE.match(stripped) else []
     return ParsedCalls(parse_python_calls(stripped), "python", issues)
 

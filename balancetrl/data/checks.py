@@ -17,7 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calls import CallParseError, from_tool_calls, split_assistant_output, to_tool_calls
+from .calls import (
+    CallParseError,
+    from_tool_calls,
+    split_assistant_output,
+    to_tool_calls,
+)
 
 REASONS = {
     # reader / loader (record could not even be converted)
@@ -464,7 +469,7 @@ def check_record(
         ref = reference[turn] if reference is not None else None
         turn += 1
         try:
-            result = answer_check(m.get("tool_calls"), ref, out["tools"] if "tools" in out else [], issues, fix,
+            result = answer_check(m.get("tool_calls"), ref, out.get("tools", []), issues, fix,
                                   where=f"turn {turn}")
         except (CallParseError, KeyError, TypeError, AttributeError) as e:  # a malformed reference
             return reject("reference_mismatch", f"turn {turn}: malformed reference ({e})")

@@ -129,8 +129,8 @@ def format_table(stats: TokenStats, name: str = "dataset") -> str:
         "|---|---|---|---|---|---|---|",
         f"| {name} | {c.mean:.2f} | {c.median:.2f} | {c.p90:.2f} | {f.mean:.2f} | {f.median:.2f} | {f.p90:.2f} |",
         "",
-        f"records {stats.records}, assistant turns {stats.turns} ({c.n} with CoT), skipped turns "
-        f"{stats.skipped_turns}; tokens |C| = {c.total}, |F| = {f.total}",
+        (f"records {stats.records}, assistant turns {stats.turns} ({c.n} with CoT), skipped turns "
+         f"{stats.skipped_turns}; tokens |C| = {c.total}, |F| = {f.total}"),
         f"alpha = |C| / (|C| + |F|) = {stats.alpha:.4f}  (plain SFT's weight on the CoT loss; SSB starts at 0.7)",
     ]
     return "\n".join(lines)
