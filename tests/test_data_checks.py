@@ -138,6 +138,11 @@ def test_check_record_normalises_raw_text_and_fixes_leading_space():
     assert fixed.record["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"city": "Zürich, CH",
                                                                                      "unit": "f"}
     assert rows[1]["messages"][1]["content"].startswith("<think>")  # the input record is not mutated
+    # a repaired defect is counted even when the call is then wrong on content
+    wrong = copy.deepcopy(rows[1])
+    wrong["reference"][0][0]["arguments"]["unit"] = "c"
+    result = check_record(wrong, fix=True)
+    assert (result.outcome, result.reason, result.fixes) == ("hard", "wrong_value", ["leading_space"])
 
 
 def test_multi_turn_every_assistant_turn_is_checked():

@@ -473,7 +473,8 @@ def check_record(
                                   where=f"turn {turn}")
         except (CallParseError, KeyError, TypeError, AttributeError) as e:  # a malformed reference
             return reject("reference_mismatch", f"turn {turn}: malformed reference ({e})")
+        if fix:
+            fixes.extend(issues)  # repaired even if the turn then fails on content
         if not result.ok:
-            return CheckOutcome("hard", out, result.reason, result.message)
-        fixes.extend(issues if fix else [])
+            return CheckOutcome("hard", out, result.reason, result.message, fixes)
     return CheckOutcome("base", out, fixes=fixes)
