@@ -47,6 +47,7 @@ class Reply:
     raw_body: str | None = None  # whole HTTP body verbatim (malformed JSON response)
     prompt_tokens: int | None = None  # None -> a word count of the prompt
     completion_tokens: int = 20
+    headers: dict | None = None  # extra response headers (e.g. Retry-After on a 429)
 
     def assistant_text(self) -> str:
         if self.content is not None:
@@ -168,10 +169,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
-    def _send(self, status: int, body: str, ctype: str = "application/json") -> None:
+    def _send(self, status: int, body: str, ctype: str = "application/json", headers: dict | None = None) -> None:
         data = body.encode()
         try:
             self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, str(v))
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -211,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                 srv.inflight -= 1
         if reply.status != 200:
             msg = reply.error_body or json.dumps({"error": {"message": "injected failure", "type": "server_error"}})
-            return self._send(reply.status, msg)
+            return self._send(reply.status, msg, headers=reply.headers)
         if reply.raw_body is not None:
             return self._send(200, reply.raw_body)
         ptoks = reply.prompt_tokens if reply.prompt_tokens is not None else len(req.prompt.split())

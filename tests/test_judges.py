@@ -230,6 +230,19 @@ def test_hanging_judge_is_cut_off_by_the_breaker():
         assert [r.passed for r in results] == [i % 2 == 0 for i in range(30)]  # A alone decides: 1 of 1
 
 
+def test_rate_limit_retry_after_is_honoured():
+    def limited(r):
+        return Reply(status=429, headers={"Retry-After": "1"}) if r.attempt == 0 else rule(r)
+
+    with JudgeServer({"gpt-4o": limited}) as srv:
+        panel = JudgePanel([{"model": "openai/gpt-4o", "api_base": srv.api_base, "api_key_env": KEY_ENV}],
+                           retries=1, backoff=0.01)
+        v = panel.judge([item(0, True)])[0].verdicts[0]
+        assert v.score == 0.9 and v.attempts == 2 and "429" in v.error
+        first, second = srv.log
+        assert second.t - first.t >= 0.95  # 1 s asked for, not our 0.01 s backoff
+
+
 def test_rerun_from_cache_with_new_panel_and_endpoint(tmp_path):
     """A resumed job: a fresh panel, the judge on another port, the same cache dir."""
     items = [item(i, good=True) for i in range(4)]

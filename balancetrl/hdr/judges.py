@@ -385,10 +385,11 @@ class JudgePanel:
             kwargs["api_base"] = spec.api_base
         if secret:
             kwargs["api_key"] = secret
+        asked_wait = 0.0  # the server's Retry-After, when it sent one
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # jitter: no thundering herd
+                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)  # jitter: no herd
+                await asyncio.sleep(min(self.backoff_max, max(delay, asked_wait)))
             async with sem:
                 if breaker.open:
                     v.error = breaker.open
@@ -405,6 +406,7 @@ class JudgePanel:
                     status = getattr(e, "status_code", None)
                     v.error = _scrub(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}", secret)
                     breaker.failed(v.error)
+                    asked_wait = _retry_after(e)
                     if _hopeless(e):
                         break
                     continue
@@ -480,6 +482,15 @@ def _charge(v: Verdict, resp: Any, litellm: Any) -> None:
         except Exception:  # noqa: BLE001 -- unknown price: recorded as None, not as 0
             cost = None
     v.cost_usd = None if cost is None or v.cost_usd is None else v.cost_usd + float(cost)
+
+
+def _retry_after(e: Exception) -> float:
+    # A 429/503 may say how long to wait; honour it (capped by backoff_max at the caller).
+    headers = getattr(getattr(e, "response", None), "headers", None)
+    try:
+        return max(0.0, float(headers.get("retry-after"))) if headers else 0.0
+    except (TypeError, ValueError):  # absent, or an HTTP-date: fall back to our backoff
+        return 0.0
 
 
 def _hopeless(e: Exception) -> bool:
