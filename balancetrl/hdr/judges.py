@@ -486,7 +486,8 @@ def _charge(v: Verdict, resp: Any, litellm: Any) -> None:
 
 def _retry_after(e: Exception) -> float:
     # A 429/503 may say how long to wait; honour it (capped by backoff_max at the caller).
-    headers = getattr(getattr(e, "response", None), "headers", None)
+    # LiteLLM keeps the provider's headers in litellm_response_headers (e.response is rebuilt, empty).
+    headers = getattr(e, "litellm_response_headers", None) or getattr(getattr(e, "response", None), "headers", None)
     try:
         return max(0.0, float(headers.get("retry-after"))) if headers else 0.0
     except (TypeError, ValueError):  # absent, or an HTTP-date: fall back to our backoff
