@@ -236,7 +236,7 @@ def test_rate_limit_retry_after_is_honoured():
 
     with JudgeServer({"gpt-4o": limited}) as srv:
         panel = JudgePanel([{"model": "openai/gpt-4o", "api_base": srv.api_base, "api_key_env": KEY_ENV}],
-                           retries=1, backoff=0.01)
+                           retries=1, backoff=0.01, breaker_after=1)  # a 429 must not trip the breaker
         v = panel.judge([item(0, True)])[0].verdicts[0]
         assert v.score == 0.9 and v.attempts == 2 and "429" in v.error
         first, second = srv.log

@@ -405,7 +405,8 @@ class JudgePanel:
                 except Exception as e:  # noqa: BLE001 -- any failure of one call is one failed attempt
                     status = getattr(e, "status_code", None)
                     v.error = _scrub(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}", secret)
-                    breaker.failed(v.error)
+                    if status != 429:  # rate-limited is busy, not down: backoff handles it
+                        breaker.failed(v.error)
                     asked_wait = _retry_after(e)
                     if _hopeless(e):
                         break
