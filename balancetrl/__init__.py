@@ -1,12 +1,24 @@
 """balancetrl: BalanceSFT (SSB loss + HDR loop) for Hugging Face TRL."""
 
 import os
+from importlib import import_module
 
 # LiteLLM fetches its model cost map from the network at import unless told otherwise; these machines are offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from .config import BalanceSFTConfig  # noqa: E402
-from .trainer import BalanceSFTTrainer  # noqa: E402
-
 __version__ = "0.1.0"
-__all__ = ["BalanceSFTConfig", "BalanceSFTTrainer"]
+
+# Lazy (PEP 562): `balancetrl check` and the data tools should not pay for importing trl/transformers.
+_EXPORTS = {
+    "BalanceSFTConfig": ".config",
+    "BalanceSFTTrainer": ".trainer",
+    "HDRCallback": ".hdr.callback",
+    "HDRConfig": ".hdr.config",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'balancetrl' has no attribute {name!r}")
