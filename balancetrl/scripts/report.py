@@ -64,7 +64,7 @@ def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, sec
         "train_seconds": round(seconds, 1),
         "training": {k: getattr(args, k) for k in (
             "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
-            "warmup_ratio", "max_length", "seed")},
+            "warmup_steps", "max_length", "seed", "world_size")},
     }
 
 
