@@ -141,9 +141,9 @@ def test_killed_mid_round_resumes_to_the_same_result_without_paying_twice(model_
 
     def killer(request):
         if state["pid"] is not None and not state["killed"]:
-            if state["answered"] >= 2:  # a round is under way and has paid for two verdicts: kill the job
+            if state["answered"] >= 1:  # a round is under way and has paid for a verdict: kill the job
                 time.sleep(0.5)  # let the client persist what it was answered
-                state["killed"] = True
+                state["killed"], state["killed_at"] = True, time.time()
                 os.kill(state["pid"], signal.SIGKILL)
                 return Reply(delay=5.0)
             state["answered"] += 1
@@ -152,17 +152,21 @@ def test_killed_mid_round_resumes_to_the_same_result_without_paying_twice(model_
     def run(out, judges, resume=False):
         cmd = [sys.executable, str(HERE / "hdr_run.py"), "--output-dir", str(out), "--model-dir", str(model_dir),
                "--judges", json.dumps(judges)] + (["--resume"] if resume else [])
-        return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "BALANCETRL_TEST_JUDGE_KEY": SECRET})
 
     with JudgeServer({"judge-a": killer, "judge-b": lambda r: Reply(score=0.9)}) as server:
-        judges = [{"model": f"openai/judge-{x}", "api_base": server.api_base} for x in "ab"]
+        judges = [{"model": f"openai/judge-{x}", "api_base": server.api_base,
+                   "api_key_env": "BALANCETRL_TEST_JUDGE_KEY"} for x in "ab"]
         reference = run(tmp_path / "reference", judges)
         assert reference.wait(timeout=600) == 0
         server.clear_log()
         job = run(tmp_path / "job", judges)
         state["pid"] = job.pid
-        assert job.wait(timeout=600) == -signal.SIGKILL
-        paid_before = {(r.model, r.prompt_hash) for r in server.log if r.status == 200}
+        rc = job.wait(timeout=600)
+        assert rc == -signal.SIGKILL
+        # answered well before the kill (the request that triggered it was never answered to the client)
+        paid_before = {(r.model, r.prompt_hash) for r in server.log
+                       if r.status == 200 and r.t < state["killed_at"] - 0.4}
         assert paid_before and not (tmp_path / "job" / "hdr" / "round_001").exists()  # killed inside round 1
         server.clear_log()
         state["pid"] = None
