@@ -105,7 +105,7 @@ max_length: 256
 logging_steps: 1
 save_strategy: "no"
 report_to: none
-activation_checkpointing: false
+gradient_checkpointing: false  # SFTConfig defaults to True; reentrant checkpointing breaks DDP here
 ssb_lambda_lr: 0.5
 """)
     balancetrl = Path(sys.executable).parent / "balancetrl"
