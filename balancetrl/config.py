@@ -85,5 +85,14 @@ class BalanceSFTConfig(SFTConfig):
             raise ValueError("cot_start and cot_end must be non-empty strings")
         if self.ssb and self.loss_type != "nll":
             raise ValueError(f"the SSB loss is a weighted NLL; loss_type={self.loss_type!r} is not supported with ssb=True")
+        if self.ssb and self.ddp_find_unused_parameters:
+            raise ValueError(
+                "ddp_find_unused_parameters=True does not work with ssb=True: λ is used after the model's forward, "
+                "so DDP would mark it unused and then see its gradient (set it to False, or use static graphs)"
+            )
+        if self.ssb and self.ddp_find_unused_parameters is None:
+            # transformers turns the unused-parameter search on when gradient checkpointing is off; λ lives outside
+            # the forward, where that search would call it unused and DDP then fails on its gradient
+            self.ddp_find_unused_parameters = False
         if self.ssb and self.label_smoothing_factor:
             raise ValueError("label_smoothing_factor is not supported with ssb=True (the SSB loss is a weighted NLL)")

@@ -16,12 +16,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--gc", action="store_true", help="gradient checkpointing (SFTConfig turns it on by default)")
     opts = parser.parse_args()
     tokenizer = build_tokenizer()
     args = BalanceSFTConfig(
         output_dir=str(Path(opts.out).parent / "run"), report_to=[], use_cpu=True, save_strategy="no", seed=1,
         optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, per_device_train_batch_size=opts.batch,
-        max_steps=1, learning_rate=0.5, ssb_lambda_lr=5.0, logging_steps=1, average_tokens_across_devices=True,
+        max_steps=opts.steps, learning_rate=0.5, ssb_lambda_lr=5.0, logging_steps=1, average_tokens_across_devices=True,
+        gradient_checkpointing=opts.gc,
     )
     model = build_tiny_model(tokenizer, dtype=torch.float64)
     trainer = BalanceSFTTrainer(model=model, args=args, train_dataset=as_dataset(make_conversations()),
@@ -32,7 +35,7 @@ def main():
     trainer.train()
     if trainer.accelerator.is_main_process:
         update = {k: v.detach() - before[k] for k, v in model.named_parameters()}
-        log = next(e for e in trainer.state.log_history if "ssb/lambda" in e)
+        log = next(e for e in reversed(trainer.state.log_history) if "ssb/lambda" in e)
         torch.save({"update": update, "dlambda": trainer.ssb_lambda - lam_before, "log": log,
                     "processes": trainer.accelerator.num_processes}, opts.out)
 
