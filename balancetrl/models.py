@@ -156,6 +156,21 @@ def load_model(spec: str, dtype="float32", **kwargs):
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    return _drop_gguf_quantizer(model) if gguf_file else model
+
+
+def _drop_gguf_quantizer(model):
+    """Forget the GGUF "quantizer" of a model loaded from a .gguf file.
+
+    transformers dequantises GGUF weights to `dtype` on load but keeps the quantizer attached, so `Trainer` refuses
+    to train the (plain float) model and `save_pretrained` would write a `quantization_config` into config.json.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and type(quantizer).__name__ == "GgufHfQuantizer":
+        quantizer.remove_quantization_config(model)
+        for module in model.modules():  # sub-configs carry the flag too
+            if getattr(getattr(module, "config", None), "_is_quantized", False):
+                module.config._is_quantized = False
     return model
 
 

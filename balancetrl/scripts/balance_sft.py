@@ -137,7 +137,7 @@ def load_model(model_args, script_args, training_args, local: bool):
         model, tokenizer = load_model_and_tokenizer(spec, dtype=model_args.dtype or "float32",
                                                     chat_template=script_args.chat_template,
                                                     attn_implementation=model_args.attn_implementation)
-        return drop_gguf_quantizer(model), tokenizer
+        return model, tokenizer
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec, revision=model_args.model_revision,
@@ -148,21 +148,6 @@ def load_model(model_args, script_args, training_args, local: bool):
         **(training_args.model_init_kwargs or {}),
     }
     return spec, apply_tool_chat_template(tokenizer, script_args.chat_template)
-
-
-def drop_gguf_quantizer(model):
-    """Forget the GGUF "quantizer" of a model loaded from a .gguf file.
-
-    transformers dequantises GGUF weights to `dtype` on load but keeps the quantizer attached, so `Trainer` refuses
-    to train the (plain float) model and `save_pretrained` would write a `quantization_config` into config.json.
-    """
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and type(quantizer).__name__ == "GgufHfQuantizer":
-        quantizer.remove_quantization_config(model)
-        for module in model.modules():  # sub-configs carry the flag too
-            if getattr(getattr(module, "config", None), "_is_quantized", False):
-                module.config._is_quantized = False
-    return model
 
 
 def main(script_args, training_args, model_args, hdr_config) -> dict:
