@@ -5,6 +5,19 @@ from __future__ import annotations
 import os
 
 
+def plot_lambda(ax, log_history: list[dict]) -> None:
+    """λ over the steps, HDR rounds as dotted lines (shared by `rounds.png` and the run's `training.png`)."""
+    points = [(e["step"], e["ssb/lambda"]) for e in log_history if "ssb/lambda" in e]
+    if points:
+        ax.plot(*zip(*points), color="tab:purple", marker="." if len(points) < 30 else None)
+    for entry in log_history:
+        if "hdr/round" in entry:
+            ax.axvline(entry["step"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("λ")
+    ax.set_title("SSB λ (dotted: HDR rounds)")
+
+
 def plot_rounds(path: str | os.PathLike, summaries: list[dict], log_history: list[dict], initial_hard: int) -> None:
     import matplotlib
 
@@ -20,15 +33,7 @@ def plot_rounds(path: str | os.PathLike, summaries: list[dict], log_history: lis
     left.set_ylabel("samples")
     left.set_title("Hard set and acceptance")
     left.legend()
-    points = [(e["step"], e["ssb/lambda"]) for e in log_history if "ssb/lambda" in e]
-    if points:
-        right.plot(*zip(*points), color="tab:purple")
-    for entry in log_history:
-        if "hdr/round" in entry:
-            right.axvline(entry["step"], color="grey", linestyle=":", linewidth=1)
-    right.set_xlabel("step")
-    right.set_ylabel("λ")
-    right.set_title("SSB λ (dotted: HDR rounds)")
+    plot_lambda(right, log_history)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,6 +18,8 @@ def plot_training(path: str | os.PathLike, log_history: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from balancetrl.hdr.plot import plot_lambda
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
         points = [(e["step"], e[key]) for e in log_history if key in e]
@@ -31,15 +33,7 @@ def plot_training(path: str | os.PathLike, log_history: list[dict]) -> None:
     left.set_ylabel("loss")
     left.set_title("Loss")
     left.legend()
-    points = [(e["step"], e["ssb/lambda"]) for e in log_history if "ssb/lambda" in e]
-    if points:
-        right.plot(*zip(*points), color="tab:purple", marker="." if len(points) < 30 else None)
-    for entry in log_history:
-        if "hdr/round" in entry:
-            right.axvline(entry["step"], color="grey", linestyle=":", linewidth=1)
-    right.set_xlabel("step")
-    right.set_ylabel("λ")
-    right.set_title("SSB λ (dotted: HDR rounds)")
+    plot_lambda(right, log_history)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
