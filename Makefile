@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench lint clean
+.PHONY: install test test-all demo bench ablation lint clean
 
 install: $(STAMP)
 
@@ -33,8 +33,18 @@ test-all: install
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml
 
+# Benchmarks (figures, not tests): SSB vs TRL's SFTTrainer step time and memory, `check` throughput, judge panel
+# throughput against a loopback server. Results in benchmarks/results/.
 bench: install
-	$(PY) -m pytest -q -m slow tests/test_cli.py tests/test_distributed.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/ssb_overhead.py --steps 8
+	$(PY) benchmarks/check_throughput.py
+	$(PY) benchmarks/judge_throughput.py --items 1000 --concurrency 8 16 --json benchmarks/results/judge_throughput.json
+
+# The paper's ablation (SFT / SSB / HDR / both) at CPU scale: about an hour on 2 idle cores.
+ablation: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation.py --n-train 600 --steps 40 --batch 4 --max-length 512 --limit 30 \
+		--max-new-tokens 96 --hdr-rounds 1 --max-hard 16 --num-generations 2 --threads 2 \
+		--arms base,sft,ssb,sft_hdr,ssb_hdr --out benchmarks/results
 
 lint: install
 	$(VENV)/bin/ruff check balancetrl tests benchmarks
