@@ -4,7 +4,7 @@
 
 Step time: median over interleaved optimizer steps (forward, loss, backward, optimizer) of the same batches.
 Peak memory: `torch.cuda.max_memory_allocated` per path on a GPU; on CPU, where PyTorch keeps no allocator
-statistics, the peak RSS of one subprocess per path running the same steps (`--memory-child`).
+statistics, the peak growth of resident memory over the same steps, one subprocess per path (`--memory-child`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import gc
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,31 @@ def build(kind: str, opts, tokenizer, dataset, device):
     return trainer, batches
 
 
+class RssSampler:
+    """Peak resident memory while the block runs, sampled every 2 ms from /proc (PyTorch keeps no CPU allocator
+    statistics; ru_maxrss would be the peak of model loading, not of the training steps)."""
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def step(trainer, batch, device):
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     samples, n_items = trainer.get_batch_samples(iter([batch]), 1, device)
@@ -78,10 +104,13 @@ def main():
 
     if opts.memory_child:
         trainer, batches = build(opts.memory_child, opts, tokenizer, dataset, device)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        for batch in batches:
-            step(trainer, batch, device)
-        print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_kb": base}))
+        step(trainer, batches[0], device)  # optimizer state and allocator pools exist from here on
+        gc.collect()
+        sampler = RssSampler()
+        with sampler:
+            for batch in batches[1:]:
+                step(trainer, batch, device)
+        print(json.dumps({"peak_growth_bytes": sampler.peak - sampler.start, "start_bytes": sampler.start}))
         return
 
     trainers = {kind: build(kind, opts, tokenizer, dataset, device) for kind in ("trl", "ssb")}
@@ -106,14 +135,15 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--memory-child", kind, "--steps", str(opts.steps),
                                   "--hidden", str(opts.hidden), "--layers", str(opts.layers),
                                   "--batch", str(opts.batch)], capture_output=True, text=True, check=True)
-            peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["maxrss_kb"] * 1024
+            peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_growth_bytes"]
     result = {
         "device": str(device), "model": f"llama h{opts.hidden} L{opts.layers} vocab {len(tokenizer)}",
         "batch": opts.batch, "steps_timed": len(times["trl"]),
         "median_step_s": {k: statistics.median(v) for k, v in times.items()},
         "step_time_ratio": statistics.median(times["ssb"]) / statistics.median(times["trl"]),
         "peak_memory_bytes": peaks, "peak_memory_ratio": peaks["ssb"] / peaks["trl"],
-        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "subprocess peak RSS",
+        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda"
+        else "peak RSS growth over the training steps, one subprocess per path",
     }
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results"
