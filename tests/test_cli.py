@@ -97,6 +97,7 @@ def test_two_cpu_processes_through_the_cli(tmp_path, tokenizer):
 model_name_or_path: {model_dir}
 dataset_path: {DEMO}
 max_train_samples: 16
+num_train_epochs: 1
 output_dir: {tmp_path / 'out'}
 use_cpu: true
 per_device_train_batch_size: 2
@@ -105,7 +106,7 @@ max_length: 256
 logging_steps: 1
 save_strategy: "no"
 report_to: none
-gradient_checkpointing: false  # SFTConfig defaults to True; reentrant checkpointing breaks DDP here
+gradient_checkpointing: false  # without it transformers would ask DDP to search for unused parameters; the config must keep that off for λ
 ssb_lambda_lr: 0.5
 """)
     balancetrl = Path(sys.executable).parent / "balancetrl"
