@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..hdr.generation import stop_token_ids
+
 
 @dataclass
 class Generation:
@@ -16,16 +18,6 @@ class Generation:
     input_tokens: int
     output_tokens: int
     latency: float  # seconds, the sample's share of its batch's wall time
-
-
-def _stop_token_ids(tokenizer) -> list[int]:
-    # Chat models end a turn with <|im_end|> (ChatML) even when eos_token is something else.
-    ids = {tokenizer.eos_token_id}
-    vocab = tokenizer.get_vocab()
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        if tok in vocab:
-            ids.add(vocab[tok])
-    return sorted(i for i in ids if i is not None)
 
 
 def generate_transformers(
@@ -39,7 +31,7 @@ def generate_transformers(
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
-    stop_ids = _stop_token_ids(tokenizer)
+    stop_ids = stop_token_ids(tokenizer, model)
     # The chat template already wrote any BOS; adding special tokens again would double it.
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))

@@ -72,9 +72,12 @@ def render_prompts(
     return out
 
 
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>")
+
+
 def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """End-of-turn ids: the tokenizer's EOS plus the model's generation-config EOS (ChatML models stop on
-    ``<|im_end|>`` while their tokenizer's EOS may be ``<|endoftext|>``)."""
+    """End-of-turn ids: the tokenizer's EOS, the model's generation-config EOS and the usual end-of-turn tokens the
+    vocabulary has (ChatML models stop on ``<|im_end|>`` while their tokenizer's EOS may be ``<|endoftext|>``)."""
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     ids = []
     candidates = [tokenizer.eos_token_id]
@@ -82,6 +85,8 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     if generation_config is not None:
         eos = generation_config.eos_token_id
         candidates.extend(eos if isinstance(eos, (list, tuple)) else [eos])
+    vocab = tokenizer.get_vocab()
+    candidates.extend(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
     for token_id in candidates:
         if token_id is not None and token_id not in ids:
             ids.append(int(token_id))
