@@ -85,6 +85,26 @@ def test_think_then_call_is_scored_on_the_call():
     assert not bfcl.score_entry("simple_python", item, f"<think>area</think>\n{call}")["valid"]
 
 
+def test_fc_style_renders_tools_and_scores_tool_call_blocks():
+    from conftest import build_tokenizer  # ChatML + TRL's qwen3_training template, as balancetrl trains with
+
+    item = bfcl.load_category("simple_python", 1)[0]
+    (truth,) = item["ground_truth"]
+    name, options = next(iter(truth.items()))
+    args = {k: _pick(v) for k, v in options.items() if _pick(v) is not None}
+    block = "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+    good = bfcl.answer_text("simple_python", f"<think>area of a triangle</think>\n\n{block}", "fc")
+    assert good.startswith(f"[{name}(") and bfcl.score_entry("simple_python", item, good)["valid"]
+    wrong = block.replace(json.dumps(args), json.dumps({**args, "base": -1}))
+    assert not bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", wrong, "fc"))["valid"]
+    # no block: the text goes on as a non-call; a broken block is not decoded
+    assert bfcl.answer_text("simple_python", "<think>x</think>I cannot help.", "fc") == "I cannot help."
+    assert not bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", "<tool_call>{", "fc"))["valid"]
+    prompt = bfcl.build_prompt(build_tokenizer(), item["prompt_entry"], "fc")
+    assert "<tools>" in prompt and json.dumps(item["prompt_entry"]["function"][0]["name"]) in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
 # ---- agreement with bfcl's own scorer on known answers -----------------------------------------
 
 

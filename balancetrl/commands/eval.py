@@ -30,6 +30,12 @@ class EvalCommand(Command):
             "--chat-template", default="keep", choices=("keep", "qwen3", "qwen3_training"),
             help="keep the model's own template (as bfcl does) or use TRL's Qwen3 ChatML one",
         )
+        p.add_argument(
+            "--prompt-style", default="prompt", choices=("prompt", "fc"),
+            help="prompt: bfcl's prompt-based path ([func(a=1)] answers); fc: functions as chat-template tools and "
+            "<tool_call> answers, as bfcl's Qwen FC handler (use it for models trained with balancetrl's ChatML "
+            "templates, with --chat-template qwen3_training)",
+        )
         p.add_argument("--dtype", default="float32", help="torch dtype to load the model in")
         p.add_argument(
             "--check-with-bfcl", action="store_true",
@@ -47,7 +53,7 @@ class EvalCommand(Command):
             args.model, args.categories, output_dir=args.output_dir, limit=args.limit,
             backend=args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             chat_template=args.chat_template, dtype=args.dtype, check_with_bfcl=args.check_with_bfcl,
-            progress=not args.no_progress,
+            progress=not args.no_progress, prompt_style=args.prompt_style,
         )
         print(to_markdown(result))
         print(f"Saved {args.output_dir}/results.json and results.md")

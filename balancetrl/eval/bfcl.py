@@ -176,12 +176,38 @@ def is_safe_to_decode(text: str) -> bool:
     return True
 
 
-def answer_text(category: str, raw_output: str) -> str:
+PROMPT_STYLES = ("prompt", "fc")
+
+
+def build_prompt(tokenizer, prompt_entry: dict, prompt_style: str = "prompt") -> str:
+    """The rendered prompt of one entry.
+
+    `prompt`: bfcl's prompt-based path (its system prompt lists the functions and asks for `[func(a=1)]`).
+    `fc`: like bfcl's Qwen FC handler, the functions go to the chat template as `tools` (for our ChatML templates:
+    the `<tools>` system block the model was trained with) and the model answers in `<tool_call>` blocks.
+    """
+    if prompt_style == "fc":
+        return tokenizer.apply_chat_template(copy.deepcopy(prompt_entry["question"][0]),
+                                             tools=prompt_entry["function"], add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(build_messages(prompt_entry), add_generation_prompt=True, tokenize=False)
+
+
+def answer_text(category: str, raw_output: str, prompt_style: str = "prompt") -> str:
     """What bfcl gets as the model's `result`: think block removed, unsafe output refused.
 
+    With `fc`, `<tool_call>` blocks are parsed (json, never eval) and rendered as bfcl's python call list, so the
+    same bfcl decoder and checker score both styles; a turn without blocks is passed on as text (a non-call).
     Only the python decoder evals; Java/JavaScript answers go to bfcl's tree-sitter parsers.
     """
     _, answer = split_think(raw_output)
+    if prompt_style == "fc":
+        from ..data.calls import CallParseError, parse_tool_call_blocks, render_python_calls
+
+        try:
+            calls, rest = parse_tool_call_blocks(answer)
+        except CallParseError:
+            calls, rest = [], answer
+        answer = render_python_calls(calls) if calls else rest
     if category in ("simple_java", "simple_javascript") or is_safe_to_decode(answer):
         return answer
     return REFUSED_OUTPUT

@@ -52,6 +52,7 @@ def evaluate_bfcl(
     progress: bool = True,
     model=None,
     tokenizer=None,
+    prompt_style: str = "prompt",
 ) -> dict:
     """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
 
@@ -59,6 +60,8 @@ def evaluate_bfcl(
     only names the run. `check_with_bfcl` re-scores the written result files with bfcl's own
     `evaluate` entry and records whether both agree per category.
     """
+    if prompt_style not in bfcl.PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
     if backend not in ("transformers", "vllm"):
         raise ValueError(f"backend must be 'transformers' or 'vllm', got {backend!r}")
     output_dir = Path(output_dir)
@@ -68,12 +71,7 @@ def evaluate_bfcl(
 
     items = {c: bfcl.load_category(c, limit) for c in cats}
     flat = [(c, i) for c in cats for i in range(len(items[c]))]
-    prompts = [
-        tokenizer.apply_chat_template(
-            bfcl.build_messages(items[c][i]["prompt_entry"]), add_generation_prompt=True, tokenize=False
-        )
-        for c, i in flat
-    ]
+    prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
 
     t0 = time.perf_counter()
     if backend == "transformers":
@@ -99,7 +97,7 @@ def evaluate_bfcl(
     result_dir = output_dir / "bfcl_result"
     (output_dir / "samples").mkdir(parents=True, exist_ok=True)
     for c in cats:
-        answers = [bfcl.answer_text(c, g.text) for _, _, g in by_cat[c]]
+        answers = [bfcl.answer_text(c, g.text, prompt_style) for _, _, g in by_cat[c]]
         verdicts = bfcl.score_category(c, [it for it, _, _ in by_cat[c]], answers)
         records = []
         with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
@@ -119,6 +117,7 @@ def evaluate_bfcl(
     out = {
         "model": str(model_spec),
         "backend": backend,
+        "prompt_style": prompt_style,
         "limit": limit,
         "bfcl_eval_version": _bfcl_version(),
         "scoring_profile": bfcl.BFCL_SCORING_MODEL,
