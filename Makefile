@@ -42,8 +42,8 @@ bench: install
 
 # The paper's ablation (SFT / SSB / HDR / both) at CPU scale: about an hour on 2 idle cores.
 ablation: install
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation.py --n-train 600 --steps 40 --batch 4 --max-length 512 --limit 30 \
-		--max-new-tokens 96 --hdr-rounds 1 --max-hard 16 --num-generations 2 --threads 2 \
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation.py --n-train 600 --steps 30 --batch 4 --max-length 512 --limit 25 \
+		--max-new-tokens 160 --prompt-style fc --hdr-rounds 1 --max-hard 16 --num-generations 2 --threads 2 \
 		--arms base,sft,ssb,sft_hdr,ssb_hdr --out benchmarks/results
 
 lint: install

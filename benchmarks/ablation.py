@@ -212,7 +212,7 @@ def run_arm(arm: str, opts, data: dict, plan: dict, work: Path) -> dict:
         report = evaluate_bfcl(
             f"{MODEL}:{arm}", categories=CATEGORIES, output_dir=work / arm / "bfcl", limit=opts.limit or None,
             model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch,
-            progress=opts.progress,
+            progress=opts.progress, prompt_style=opts.prompt_style,
         )
     eval_seconds = time.perf_counter() - t0
     n_eval = report["overall"]["total"]
@@ -328,6 +328,9 @@ def main(argv=None):
     p.add_argument("--logging-steps", type=int, default=5)
     p.add_argument("--limit", type=int, default=30, help="BFCL samples per category (0 = full)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="eval generation length")
+    p.add_argument("--prompt-style", choices=("fc", "prompt"), default="fc",
+                   help="fc: BFCL functions as chat-template tools, <tool_call> answers (the format the arms are "
+                        "trained in, as bfcl's Qwen FC handler); prompt: bfcl's prompt-based [func(a=1)] path")
     p.add_argument("--eval-batch", type=int, default=8)
     p.add_argument("--hdr-rounds", type=int, default=1)
     p.add_argument("--max-hard", type=int, default=16, help="cap on the HDR hard set")
