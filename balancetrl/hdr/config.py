@@ -130,6 +130,6 @@ class HDRConfig:
             raise ValueError(f"hdr.temperature must be >= 0, got {self.temperature}")
         if isinstance(self.judges, (str, dict)):
             self.judges = [self.judges]
-        from .judges import parse_judges
+        from .verdicts import parse_judges
 
         parse_judges(self.judges)  # fail at config time on a malformed judge, not after the cold start

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data.calls import CallParseError, from_tool_calls, parse_assistant_output, to_tool_calls
 from ..data.checks import answer_check
-from .judges import Candidate, JudgeItem
+from .verdicts import Candidate, JudgeItem
 
 
 @dataclass
