@@ -575,3 +575,15 @@ def test_transformers_backend_two_processes(tmp_path):
 
 if __name__ == "__main__":  # entry point of the torchrun workers above
     _two_process_worker()
+
+
+def test_hdr_config_maps_to_vllm_settings_in_both_modes():
+    from balancetrl.hdr.config import HDRConfig
+
+    server = gen.VLLMSettings.from_args(HDRConfig(vllm_mode="server", vllm_server_port=8123))
+    assert (server.mode, server.server_port, server.enable_sleep_mode) == ("server", 8123, False)
+    colocate = gen.VLLMSettings.from_args(HDRConfig(vllm_gpu_memory_utilization=0.25, vllm_max_model_length=4096))
+    assert (colocate.mode, colocate.enable_sleep_mode, colocate.gpu_memory_utilization) == ("colocate", True, 0.25)
+    assert colocate.max_model_length == 4096
+    with pytest.raises(ValueError, match="colocate"):
+        gen.VLLMSettings.from_args(HDRConfig(vllm_mode="server", vllm_enable_sleep_mode=True))

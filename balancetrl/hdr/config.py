@@ -59,8 +59,9 @@ class HDRConfig:
             Colocate mode: GPU memory fraction vLLM reserves.
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
             Colocate mode: tensor parallel size of the vLLM engine.
-        vllm_enable_sleep_mode (`bool`, *optional*, defaults to `True`):
-            Colocate mode: let vLLM release its memory while the model trains.
+        vllm_enable_sleep_mode (`bool`, *optional*):
+            Colocate mode: let vLLM release its memory while the model trains. Defaults to on in colocate mode (it
+            does not apply to server mode).
         vllm_max_model_length (`int`, *optional*):
             Colocate mode: context length of the vLLM engine.
 
@@ -102,7 +103,9 @@ class HDRConfig:
     vllm_server_port: int = field(default=8000, metadata={"help": "Port of `trl vllm-serve`."})
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "GPU memory fraction for vLLM."})
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "Tensor parallel size of vLLM."})
-    vllm_enable_sleep_mode: bool = field(default=True, metadata={"help": "Release vLLM memory while training."})
+    vllm_enable_sleep_mode: bool | None = field(
+        default=None, metadata={"help": "Release vLLM memory while training (default: on in colocate mode)."}
+    )
     vllm_max_model_length: int | None = field(default=None, metadata={"help": "Context length of vLLM."})
     judges: list[Any] = field(default_factory=list, metadata={"help": "LiteLLM judges (strings or dicts)."})
     judge_threshold: float = field(default=0.5, metadata={"help": "Passing score of a judge, in [0, 1]."})
@@ -126,6 +129,8 @@ class HDRConfig:
             raise ValueError(f"hdr.generation_backend must be 'transformers' or 'vllm', got {self.generation_backend!r}")
         if self.vllm_mode not in ("colocate", "server"):
             raise ValueError(f"hdr.vllm_mode must be 'colocate' or 'server', got {self.vllm_mode!r}")
+        if self.vllm_enable_sleep_mode is None:
+            self.vllm_enable_sleep_mode = self.vllm_mode == "colocate"
         if self.temperature < 0:
             raise ValueError(f"hdr.temperature must be >= 0, got {self.temperature}")
         if isinstance(self.judges, (str, dict)):
