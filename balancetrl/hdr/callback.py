@@ -53,6 +53,7 @@ class HDRCallback(TrainerCallback):
         self.plan: EpochPlan | None = None
         self._backend = None
         self._panel = None
+        self._prepared_round: tuple[int | None, object] = (None, None)  # (round, its tokenized accepted answers)
 
     # ---- wiring into the trainer ----
 
@@ -182,13 +183,14 @@ class HDRCallback(TrainerCallback):
         if k == 0:
             self.dataset.show_base()
             return
-        accepted = self.accepted.get(k, [])
-        prepared = None
-        if accepted:
-            trainer = self.trainer
-            prepared = trainer._prepare_dataset(to_training_dataset(accepted), trainer.processing_class, trainer.args,
-                                                False, None, f"hdr_round_{k}")
-        self.dataset.show_round(prepared, self.plan.round_size, self.config.replay_ratio,
+        if self._prepared_round[0] != k:  # tokenize a round's answers once, not once per epoch of the round
+            accepted, prepared = self.accepted.get(k, []), None
+            if accepted:
+                trainer = self.trainer
+                prepared = trainer._prepare_dataset(to_training_dataset(accepted), trainer.processing_class,
+                                                    trainer.args, False, None, f"hdr_round_{k}")
+            self._prepared_round = (k, prepared)
+        self.dataset.show_round(self._prepared_round[1], self.plan.round_size, self.config.replay_ratio,
                                 seed=self.seed * 1_000_003 + k * 1009 + j)
 
     def _write_summary(self) -> None:
