@@ -143,6 +143,7 @@ _MAX_POW_BASE = 10**12
 # bfcl's decoder recurses per nesting level, and how deep Python can go depends on the caller's stack: refuse
 # what no call list needs rather than find out inside bfcl.
 _MAX_DEPTH = 100
+_JSON_KEY_TYPES = (str, int, float, bool, type(None))
 
 
 def _int_digits(value: int) -> int:
@@ -204,7 +205,7 @@ def is_safe_to_decode(text: str) -> bool:
     answer). Only text that Python rejects with a plain `SyntaxError` is safe unparsed: it never reaches eval.
     Any other failure (`RecursionError`, `MemoryError`, ...) depends on the stack depth or memory of the moment,
     so the same text might parse inside bfcl: refused. So are int literals past 1,000 digits (hex ones parse,
-    then break bfcl's `repr`) and nesting past 100 levels.
+    then break bfcl's `repr`), nesting past 100 levels, and values bfcl could decode but not write as JSON.
     """
     candidate = text.strip("`\n ")
     candidate = ("[" if not candidate.startswith("[") else "") + candidate
@@ -221,6 +222,15 @@ def is_safe_to_decode(text: str) -> bool:
         if isinstance(node, ast.Lambda):
             return False
         if isinstance(node, ast.Constant) and type(node.value) is int and _int_digits(node.value) > _MAX_DIGITS:
+            return False
+        # bfcl writes decoded values with json.dumps (`bfcl evaluate` dies on them): no bytes or complex values,
+        # no dict keys but plain ones ({(0, 0): 'x'} decodes to a tuple key)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, complex)):
+            return False
+        if isinstance(node, ast.Dict) and not all(
+            isinstance(k, ast.Name) or (isinstance(k, ast.Constant) and isinstance(k.value, _JSON_KEY_TYPES))
+            for k in node.keys
+        ):
             return False
         if isinstance(node, ast.BinOp):
             bound = _digits_bound(node)
