@@ -67,7 +67,8 @@ def test_eval_guard_refuses(text):
 
 
 @pytest.mark.parametrize("text", [
-    "[f(a=2**10, b=-3.5*2, c=10**12 % 7)]", "[f(a=1e12**2)]", "I cannot help.", "[f(a={'k': 1, 2: None})]", "[f(a=" + "[" * 300 + "]" * 300 + ")]",
+    "[f(a=2**10, b=-3.5*2, c=10**12 % 7)]", "[f(a=1e12**2)]", "I cannot help.", "[f(a={'k': 1, 2: None})]",
+    "[f(a=" + "[" * 300 + "]" * 300 + ")]",  # "too many nested parentheses": a SyntaxError at any depth
     "[f(a=" + "1" * 5000 + ")]",  # Python refuses the literal with a plain SyntaxError: bfcl never gets to eval
 ])
 def test_eval_guard_keeps_plain_arithmetic_and_non_python(text):
@@ -344,7 +345,8 @@ def test_bad_settings_are_refused_by_the_python_api():
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments
 
     common = dict(output_dir="o", use_cpu=True, report_to="none")
-    for kwargs, message in [({"learning_rate": math.nan}, "learning_rate"), ({"num_train_epochs": -3}, "num_train_epochs"),
+    for kwargs, message in [({"learning_rate": math.nan}, "learning_rate"),
+                            ({"num_train_epochs": -3}, "num_train_epochs"),
                             ({"per_device_train_batch_size": 0}, "per_device_train_batch_size"),
                             ({"max_length": -1}, "max_length")]:
         with pytest.raises(ValueError, match=message):

@@ -19,7 +19,7 @@ from trl.cli.commands.base import Command, CommandContext
 
 from ..data.checks import check_record
 from ..data.formats import FORMATS, load_records
-from ..data.io import AtomicJsonlWriter, InputError, atomic_write
+from ..data.io import AtomicJsonlWriter, InputError, atomic_write, why_unusable
 
 OUTPUTS = ("base", "hard", "rejected")
 
@@ -113,7 +113,7 @@ def _write_or_reject(writer: AtomicJsonlWriter, record: dict, row, rejected: Ato
         writer.write(record)
         return None
     except (TypeError, ValueError, RecursionError) as e:
-        why = "nested too deeply" if isinstance(e, RecursionError) else f"{type(e).__name__}: {str(e)[:200]}"
+        why = f"{type(e).__name__}: {why_unusable(e)}"
         (rejected or writer).write({"line": row.line, "reject_reason": "unwritable_record",
                                     "reject_message": f"line {row.line}: cannot be written as JSON ({why})"})
         return "unwritable_record"

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .io import why_unusable
+
 
 class CallParseError(ValueError):
     """A call block or assistant output that cannot be parsed. `reason` is a machine-readable code."""
@@ -104,15 +106,11 @@ def parse_python_calls(text: str) -> list[dict]:
     except SyntaxError as e:
         raise CallParseError("call_parse_error", f"not a Python call list: {e.msg}") from None
     except (ValueError, RecursionError, MemoryError) as e:  # null bytes; nesting too deep for the parser
-        raise CallParseError("call_parse_error", f"not a Python call list: {_why(e)}") from None
+        raise CallParseError("call_parse_error", f"not a Python call list: {why_unusable(e)}") from None
     try:
         return _calls_from_tree(tree)
     except RecursionError:
         raise CallParseError("call_parse_error", "argument values nested too deeply") from None
-
-
-def _why(e: BaseException) -> str:
-    return {RecursionError: "nested too deeply", MemoryError: "nested too deeply"}.get(type(e), str(e)[:100])
 
 
 def _calls_from_tree(tree: ast.Expression) -> list[dict]:
@@ -152,7 +150,8 @@ def normalize_call(obj: Any) -> dict:
         except json.JSONDecodeError as e:
             raise CallParseError("call_parse_error", f"{name}: arguments are not valid JSON ({e.msg})") from None
         except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
-            raise CallParseError("call_parse_error", f"{name}: arguments are not usable JSON ({_why(e)})") from None
+            raise CallParseError("call_parse_error",
+                                 f"{name}: arguments are not usable JSON ({why_unusable(e)})") from None
     if not isinstance(arguments, dict):
         raise CallParseError("call_parse_error", f"{name}: arguments must be an object")
     return {"name": name, "arguments": arguments}
@@ -164,7 +163,7 @@ def parse_json_calls(text: str) -> list[dict]:
     except json.JSONDecodeError as e:
         raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
     except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
-        raise CallParseError("call_parse_error", f"not usable JSON: {_why(e)}") from None
+        raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
     items = value if isinstance(value, list) else [value]
     return [normalize_call(item) for item in items]
 

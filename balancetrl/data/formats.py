@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .calls import CallParseError, normalize_call, to_tool_calls
-from .io import InputError, RawRow, read_records
+from .io import InputError, RawRow, read_records, why_unusable
 
 FORMATS = ("xlam", "xlam_cot", "messages", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
@@ -57,9 +57,8 @@ def _decode(value: Any, field: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as e:
             raise FormatError(f"invalid_{field}_json", f"'{field}' is not valid JSON: {e.msg}") from None
-        except (ValueError, RecursionError) as e:  # an integer past 4,300 digits; nesting too deep
-            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
-            raise FormatError(f"invalid_{field}_json", f"'{field}' is not usable JSON: {why}") from None
+        except (ValueError, RecursionError) as e:
+            raise FormatError(f"invalid_{field}_json", f"'{field}' is not usable JSON: {why_unusable(e)}") from None
     return value
 
 

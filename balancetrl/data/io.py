@@ -32,6 +32,12 @@ class InputError(ValueError):
     """The input as a whole is unusable (missing, empty, unknown type); the message names the file/line."""
 
 
+def why_unusable(e: BaseException) -> str:
+    """Why `json`/`ast` refused hostile text beyond a syntax error: an integer past Python's 4,300 digits (the
+    ValueError's own message) or nesting deeper than the interpreter's stack allows."""
+    return "nested too deeply" if isinstance(e, (RecursionError, MemoryError)) else str(e)[:160]
+
+
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -50,10 +56,9 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
                 yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: invalid JSON ({e.msg}, "
                              f"column {e.colno})", raw=text.rstrip("\r\n"))
                 continue
-            except (ValueError, RecursionError) as e:  # an integer past 4,300 digits; nesting too deep
-                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
-                yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: unusable JSON ({why})",
-                             raw=text.rstrip("\r\n"))
+            except (ValueError, RecursionError) as e:
+                yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: unusable JSON "
+                             f"({why_unusable(e)})", raw=text.rstrip("\r\n"))
                 continue
             if not isinstance(data, dict):
                 yield RawRow(line_no, error="not_an_object", message=f"line {line_no}: a record must be a JSON "
@@ -70,9 +75,8 @@ def _read_json(path: Path) -> Iterator[RawRow]:
         raise InputError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except (ValueError, RecursionError) as e:  # an integer past 4,300 digits; nesting too deep
-        raise InputError(f"{path}: unusable JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})"
-                         ) from None
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{path}: unusable JSON ({why_unusable(e)})") from None
     if isinstance(value, dict):
         # {"data": [...]} and similar single-key wrappers; a lone object is one record
         lists = [v for v in value.values() if isinstance(v, list)]
