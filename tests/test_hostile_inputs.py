@@ -77,6 +77,17 @@ def test_eval_guard_keeps_plain_arithmetic_and_non_python(text):
     assert bfcl.is_safe_to_decode(text)
 
 
+def test_fc_answers_with_hostile_json_are_scored_not_raised():
+    pytest.importorskip("bfcl_eval")
+    from balancetrl.eval import bfcl
+
+    item = bfcl.load_category("simple_python", 1)[0]
+    for args in ["1" * 5000, "[" * 5000 + "]" * 5000, "[" * 900 + "]" * 900]:
+        block = '<tool_call>{"name": "calculate_triangle_area", "arguments": {"base": ' + args + "}}</tool_call>"
+        answer = bfcl.answer_text("simple_python", block, "fc")
+        assert not bfcl.score_answers("simple_python", [item], [answer])[1][0]["valid"]
+
+
 def _scripted(model, tokenizer, answers_by_question: dict[str, str]):
     """The real tiny model, made to answer each BFCL question with the given text (greedy `generate` replaced)."""
     import torch
