@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .calls import CallParseError, normalize_call, to_tool_calls
-from .io import InputError, RawRow, read_records
+from .io import InputError, RawRow, read_records, why_unusable
 
 FORMATS = ("xlam", "xlam_cot", "messages", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
@@ -57,6 +57,8 @@ def _decode(value: Any, field: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as e:
             raise FormatError(f"invalid_{field}_json", f"'{field}' is not valid JSON: {e.msg}") from None
+        except (ValueError, RecursionError) as e:
+            raise FormatError(f"invalid_{field}_json", f"'{field}' is not usable JSON: {why_unusable(e)}") from None
     return value
 
 
@@ -333,8 +335,11 @@ def load_records(
         except FormatError as e:
             yield RawRow(row.line, row.data, e.reason, f"line {row.line}: {e.message}")
             continue
-        except (TypeError, AttributeError, KeyError) as e:  # wrong shapes deep inside a row
+        except (TypeError, AttributeError, KeyError, ValueError) as e:  # wrong shapes deep inside a row
             yield RawRow(row.line, row.data, "malformed_record", f"line {row.line}: {type(e).__name__}: {e}")
+            continue
+        except RecursionError:
+            yield RawRow(row.line, row.data, "malformed_record", f"line {row.line}: values nested too deeply")
             continue
         yield RawRow(row.line, record)
 
@@ -348,5 +353,8 @@ def _bfcl_answers(source: Any, answers: str | os.PathLike | None) -> dict:
     for row in read_records(answers):
         if row.error:
             raise InputError(f"{answers}: {row.message}")
+        if not isinstance(row.data.get("id"), str):
+            raise InputError(f"{answers}: line {row.line}: a possible-answer row needs a string 'id' (the id of its "
+                             f"question); got keys {sorted(row.data)[:8]}")
         out[row.data["id"]] = row.data
     return out
