@@ -47,7 +47,8 @@ class BalanceSFTScriptArguments:
             Give HDR the first N hard records only (generation is the slow part on CPU).
         chat_template (`str`, *optional*, defaults to `"qwen3_training"`):
             Chat template given to the tokenizer: TRL's `qwen3_training` (ChatML with `<think>` in every assistant
-            turn), `qwen3`, or `keep` (the model's own; it must render `reasoning_content`).
+            turn), `qwen3`, `llama3_training` (balancetrl's Llama 3.1/3.2 template with tools, `<think>` reasoning and
+            generation markers), or `keep` (the model's own; it must render `reasoning_content`).
     """
 
     dataset_path: str | None = field(default=None, metadata={"help": "Training data file or save_to_disk folder."})
@@ -60,7 +61,8 @@ class BalanceSFTScriptArguments:
     max_hard_samples: int | None = field(default=None, metadata={"help": "Give HDR the first N hard records."})
     chat_template: str = field(
         default="qwen3_training",
-        metadata={"help": "qwen3_training, qwen3 or keep.", "choices": ["qwen3_training", "qwen3", "keep"]},
+        metadata={"help": "qwen3_training, qwen3, llama3_training or keep.",
+                  "choices": ["qwen3_training", "qwen3", "llama3_training", "keep"]},
     )
 
 
