@@ -154,7 +154,7 @@ def load_model(model_args, script_args, training_args, local: bool):
 
 def main(script_args, training_args, model_args, hdr_config) -> dict:
     from accelerate import PartialState
-    from trl import get_peft_config
+    from trl import get_peft_config, get_quantization_config
 
     from balancetrl.data.training import to_training_dataset
     from balancetrl.trainer import BalanceSFTTrainer
@@ -166,6 +166,7 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
     if script_args.eval_dataset_path is not None:
         preflight.check_dataset_path(script_args.eval_dataset_path, "eval_dataset_path")
     local = preflight.check_model_spec(model_args.model_name_or_path)
+    preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
 
     # The model (and its card) is pushed once, at the end, by push.py: the Trainer's own pushes would upload
@@ -198,10 +199,13 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
     if script_args.eval_dataset_path and training_args.eval_strategy != "no":
         eval_dataset = to_training_dataset(load_eval_records(script_args, cot))
 
-    model, tokenizer = load_model(model_args, script_args, training_args, local)
+    # QLoRA as in trl/scripts/sft.py: TRL loads the model (a local folder too) with the bitsandbytes config
+    quantization_config = get_quantization_config(model_args)
+    model, tokenizer = load_model(model_args, script_args, training_args, local and quantization_config is None)
     trainer = BalanceSFTTrainer(
         model=model, args=training_args, train_dataset=to_training_dataset(train), eval_dataset=eval_dataset,
         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks,
+        quantization_config=quantization_config,
     )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
