@@ -141,3 +141,18 @@ def test_llama_recipes_name_the_shipped_template(name):
     assert yaml.safe_load(path.read_text())["chat_template"] == "llama3_training"
     script_args, training_args, *_ = make_parser().parse_recipe(["--config", str(path), "--use_cpu", "true"])
     assert script_args.chat_template == "llama3_training" and training_args.mask_empty_cot is True
+
+
+@pytest.mark.parametrize("kind", [0, 1, 3], ids=["single", "parallel", "no_cot"])
+def test_rendered_calls_parse_back(kind):
+    # HDR and eval parse generated answers with balancetrl.data.calls: the template's call format must round-trip
+    from balancetrl.data.calls import parse_assistant_output
+
+    conv = make_conversations()[kind]
+    answer = _render(conv).rsplit("<|end_header_id|>\n\n", 1)[1].removesuffix("<|eot_id|>")
+    cot, calls, text = parse_assistant_output(answer)
+    message = conv["messages"][-1]
+    assert cot == message.get("reasoning_content")
+    assert calls == [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                     for c in message["tool_calls"]]
+    assert text == ""
