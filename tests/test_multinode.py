@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,11 @@ from pathlib import Path
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
+from test_distributed import _free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).parent / "split_ranks.py"
 DATA = Path(__file__).parent / "data" / "xlam_cot_sample.jsonl"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
