@@ -41,9 +41,16 @@ class BalanceSFTConfig(SFTConfig):
             Upper bound of λ.
         cot_start (`str`, *optional*, defaults to `"<think>"`):
             Marker that opens a CoT span in the rendered assistant turn. The span runs to `cot_end`, markers included;
-            an empty span (`<think>\n\n</think>`, as templates render turns without reasoning) counts as call/result.
+            an empty span (`<think>\n\n</think>`, as templates render turns without reasoning) is never CoT (see
+            `mask_empty_cot`).
         cot_end (`str`, *optional*, defaults to `"</think>"`):
             Marker that closes a CoT span.
+        mask_empty_cot (`bool`, *optional*, defaults to `True`):
+            Whether to leave the tokens of an empty CoT block (`<think>\n\n</think>`, rendered by templates such as
+            TRL's `qwen3_training` for a turn without reasoning) out of the loss. `True`: a turn without reasoning
+            trains its call/answer only, so plain (no-CoT) rows do not teach a reasoning model to skip thinking.
+            `False`: those tokens are trained as call tokens (TRL's own labels, exactly). Applies with `ssb=False`
+            too, so both arms of the ablation see the same labels.
     """
 
     ssb: bool = field(
@@ -62,6 +69,10 @@ class BalanceSFTConfig(SFTConfig):
     ssb_lambda_max: float = field(default=0.95, metadata={"help": "Upper bound of λ."})
     cot_start: str = field(default="<think>", metadata={"help": "Marker opening a CoT span."})
     cot_end: str = field(default="</think>", metadata={"help": "Marker closing a CoT span."})
+    mask_empty_cot: bool = field(
+        default=True,
+        metadata={"help": "Leave empty CoT blocks (<think>\\n\\n</think>) out of the loss; False trains them as call tokens."},
+    )
     assistant_only_loss: bool = field(
         default=True,
         metadata={"help": "Compute the loss on assistant tokens only (default True here: SSB splits assistant turns)."},

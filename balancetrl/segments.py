@@ -31,6 +31,7 @@ class SampleError(ValueError):
 class SegmentSpec:
     cot_start: str = "<think>"
     cot_end: str = "</think>"
+    mask_empty_cot: bool = True  # an empty CoT block carries no loss (BalanceSFTConfig.mask_empty_cot)
 
 
 def _decoded(value):
@@ -62,19 +63,18 @@ def validate_conversation(messages: Any) -> None:
                 raise SampleError(None, f"message {turn}: tool call arguments must be a JSON object")
 
 
-def cot_spans(text: str, start: int, end: int, spec: SegmentSpec) -> list[tuple[int, int]]:
-    """Character spans `[a, b)` of the non-empty CoT blocks inside `text[start:end]`, markers included."""
-    spans, pos = [], start
+def cot_blocks(text: str, start: int, end: int, spec: SegmentSpec) -> list[tuple[int, int, bool]]:
+    """`(a, b, empty)` for each CoT block inside `text[start:end]`: characters `[a, b)`, markers included."""
+    blocks, pos = [], start
     while (a := text.find(spec.cot_start, pos, end)) != -1:
         inner = a + len(spec.cot_start)
         close = text.find(spec.cot_end, inner, end)
         if close == -1:
             raise SampleError(None, f"unclosed {spec.cot_start!r} in an assistant turn")
         b = close + len(spec.cot_end)
-        if text[inner:close].strip():
-            spans.append((a, b))
+        blocks.append((a, b, not text[inner:close].strip()))
         pos = b
-    return spans
+    return blocks
 
 
 def tokenize_with_segments(
@@ -109,11 +109,16 @@ def tokenize_with_segments(
         )
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoding["offset_mapping"]
-    cot = [span for s, e in spans for span in cot_spans(text, s, e, spec)]
+    blocks = [block for s, e in spans for block in cot_blocks(text, s, e, spec)]
+    cot = [(a, b) for a, b, empty in blocks if not empty]
+    # a token belongs to the block its first character lies in (the rule CoT spans use too)
+    skipped = [(a, b) for a, b, empty in blocks if empty] if spec.mask_empty_cot else []
     input_ids = encoding["input_ids"]
     assistant = [any(a < ge and b > gs for gs, ge in spans) for a, b in offsets]
     in_cot = [any(cs <= a < ce for cs, ce in cot) for a, _ in offsets]
+    in_empty = [any(es <= a < ee for es, ee in skipped) for a, _ in offsets]
     supervised = assistant if assistant_only_loss else [True] * len(input_ids)
+    supervised = [s and not e for s, e in zip(supervised, in_empty)]
     return {
         "input_ids": input_ids,
         "labels": [t if s else -100 for t, s in zip(input_ids, supervised)],

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import is_liger_kernel_available
 from trl import SFTTrainer
 from trl.data_utils import pack_dataset
 from trl.trainer.utils import pad
@@ -65,6 +66,43 @@ class SegmentCollator:
         return batch
 
 
+def refuse_unsupported(args: BalanceSFTConfig, compute_loss_func=None) -> None:
+    """Settings that would make the SSB loss silently wrong, refused before the model is touched."""
+    if args.ssb and compute_loss_func is not None:
+        raise ValueError(
+            "compute_loss_func is not supported with ssb=True: TRL then takes the loss from compute_loss_func and runs "
+            "its fused LM-head forward under no_grad, so the SSB loss would carry no gradient. Drop compute_loss_func "
+            "(SSB is the loss), or set ssb=False for TRL's loss path"
+        )
+    if args.use_liger_kernel and not is_liger_kernel_available():
+        raise ValueError(
+            "use_liger_kernel=True needs liger-kernel (>= 0.3.0, Triton, a GPU): `pip install liger-kernel`, or set "
+            "use_liger_kernel=False. With it, TRL applies Liger's layer kernels only and keeps its fused LM head, "
+            "whose per-token log-probs the SSB loss reads"
+        )
+
+
+def refuse_unsupported_parallelism(args: BalanceSFTConfig, parallelism) -> None:
+    """Model-parallel layouts whose loss the segment masks cannot follow (read off the accelerator, which also sees
+    what an accelerate YAML configured)."""
+    if parallelism is None:
+        return
+    if parallelism.cp_enabled or parallelism.sp_enabled:
+        kind = "context parallelism (cp_size > 1)" if parallelism.cp_enabled else (
+            f"sequence parallelism ({parallelism.sp_backend} Ulysses, sp_size > 1)")
+        raise ValueError(
+            f"{kind} is not supported by BalanceSFTTrainer: it shards each sequence across ranks after the collator, "
+            "but the CoT/call mask is not sharded with it, and under DeepSpeed Ulysses Trainer reduces the model's own "
+            "NLL instead of the SSB loss. Train with data parallelism (DDP, ZeRO, FSDP) and a max_length that fits"
+        )
+    if args.ssb and parallelism.tp_size > 1:
+        raise ValueError(
+            f"tensor parallelism (tp_size={parallelism.tp_size}) is not supported with ssb=True: the ranks of a "
+            "tensor-parallel group see the same batch, so the step's |C| and |F| counted over all processes are "
+            "tp_size times too large. Use data parallelism (DDP, ZeRO, FSDP), or ssb=False for TRL's loss"
+        )
+
+
 class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
     """[`~trl.SFTTrainer`] trained with the Self-adjusted Signal Balancing loss of BalanceSFT.
 
@@ -81,8 +119,10 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             args = BalanceSFTConfig(output_dir="balance-sft-output")
         elif not isinstance(args, BalanceSFTConfig):
             raise TypeError(f"BalanceSFTTrainer needs a BalanceSFTConfig, got {type(args).__name__}")
-        self._segment_spec = SegmentSpec(args.cot_start, args.cot_end)
+        self._segment_spec = SegmentSpec(args.cot_start, args.cot_end, args.mask_empty_cot)
+        refuse_unsupported(args, compute_loss_func=kwargs.get("compute_loss_func"))
         super().__init__(model, args, *pos, **kwargs)
+        refuse_unsupported_parallelism(args, self.accelerator.parallelism_config)
         self.data_collator = SegmentCollator(self.data_collator)
         self._ssb_window = torch.zeros(4, dtype=torch.float64)  # Σℓ_C, Σℓ_F, |C|, |F| since the last log
         self._ssb_step_counts: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -221,7 +261,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             handle.remove()
-        fused = next(out for out in captured if getattr(out, "log_probs", None) is not None)
+        fused = self._fused_forward(captured)
         target = fused.label_mask
         cot = cot_mask[:, 1:].bool() & target
         call = target & ~cot
@@ -234,14 +274,42 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
         parts = ssb_loss(fused.log_probs, cot, call, lam, num_cot, num_call)
         if training:
             window = torch.stack([parts.nll_cot.double(), parts.nll_call.double(), cot.sum().double(), call.sum().double()])
-            self._ssb_window += self.accelerator.reduce(window, reduction="sum").cpu()
+            # the ranks of a tensor-parallel group (ssb=False only) hold the same batch: count it once
+            self._ssb_window += self.accelerator.reduce(window, reduction="sum").cpu() / self._tp_size
         if not self.args.ssb:
             return result
         loss = parts.loss
         if training and self.args.average_tokens_across_devices and self._ssb_step_counts is not None:
             # the counts are global and DDP averages gradients over processes, as in TRL's own loss
             loss = loss * self.accelerator.num_processes
+        if self.aux_loss_enabled:
+            # TRL's MoE load-balancing term, scaled as TRL scales it: a per-micro-batch mean that DDP averages, divided
+            # by the accumulation steps in training (Trainer leaves accumulation to this loss, see loss_is_scaled_for_ga)
+            if fused.aux_loss is None:
+                raise RuntimeError("the MoE model returned no aux_loss although TRL asked for its router logits")
+            steps = self.current_gradient_accumulation_steps if training else 1
+            loss = loss + self.router_aux_loss_coef * fused.aux_loss / steps
         return (loss, result[1]) if return_outputs else loss
+
+    def _fused_forward(self, captured: list):
+        """The one output of TRL's fused LM-head forward among the model calls of `SFTTrainer.compute_loss`."""
+        fused = [out for out in captured if getattr(out, "log_probs", None) is not None]
+        if len(fused) != 1:
+            import trl
+
+            raise RuntimeError(
+                f"BalanceSFTTrainer expects TRL's compute_loss to run exactly one fused LM-head forward (outputs with "
+                f"log_probs), found {len(fused)} among {len(captured)} model calls (trl {trl.__version__}). This TRL "
+                "version computes the loss another way, and the SSB loss cannot be read from it: use the trl version "
+                "pinned in setup.cfg"
+            )
+        fused = fused[0]
+        if self.args.ssb and self.model.training and torch.is_grad_enabled() and not fused.log_probs.requires_grad:
+            raise RuntimeError(
+                "TRL's fused LM-head forward ran without gradient (TRL took the training loss from another forward), "
+                "so the SSB loss would not train the model: a loss path BalanceSFTTrainer does not support"
+            )
+        return fused
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and self._ssb_window[2:].sum() > 0:

@@ -10,7 +10,7 @@ from balancetrl.segments import COT_MASK, SegmentSpec, tokenize_with_segments
 from conftest import TRAINING_TEMPLATE, as_dataset, build_tiny_model
 
 
-def expected_texts(conv):
+def expected_texts(conv, mask_empty_cot=True):
     """CoT and call/result texts of a conversation, written out independently of the template machinery."""
     cot, call = "", ""
     for message in conv["messages"]:
@@ -19,8 +19,8 @@ def expected_texts(conv):
         reasoning = message.get("reasoning_content", "")
         if reasoning:
             cot += f"<think>\n{reasoning}\n</think>"
-        else:
-            call += "<think>\n\n</think>"  # an empty think block is not CoT
+        elif not mask_empty_cot:
+            call += "<think>\n\n</think>"  # an empty think block is not CoT; trained as a call token, or not at all
         blocks = [
             '<tool_call>\n{"name": "%s", "arguments": %s}\n</tool_call>'
             % (c["function"]["name"], json.dumps(c["function"]["arguments"]))
@@ -35,13 +35,14 @@ def decode_masked(tokenizer, ids, mask):
     return tokenizer.decode([t for t, m in zip(ids, mask) if m])
 
 
+@pytest.mark.parametrize("mask_empty_cot", [True, False], ids=["mask_empty", "train_empty"])
 @pytest.mark.parametrize("kind", [0, 1, 2, 3], ids=["single", "parallel", "multi_turn", "no_cot"])
-def test_decoded_masks_equal_reasoning_and_call_texts(tokenizer, conversations, kind):
+def test_decoded_masks_equal_reasoning_and_call_texts(tokenizer, conversations, kind, mask_empty_cot):
     conv = conversations[kind]
-    out = tokenize_with_segments(conv, tokenizer, TRAINING_TEMPLATE, SegmentSpec())
+    out = tokenize_with_segments(conv, tokenizer, TRAINING_TEMPLATE, SegmentSpec(mask_empty_cot=mask_empty_cot))
     supervised = [label != -100 for label in out["labels"]]
     call_mask = [s and not c for s, c in zip(supervised, out[COT_MASK])]
-    cot_text, call_text = expected_texts(conv)
+    cot_text, call_text = expected_texts(conv, mask_empty_cot)
     assert decode_masked(tokenizer, out["input_ids"], out[COT_MASK]) == cot_text
     assert decode_masked(tokenizer, out["input_ids"], call_mask) == call_text
     assert all(s for s, c in zip(supervised, out[COT_MASK]) if c)  # CoT ⊂ supervised
@@ -49,7 +50,7 @@ def test_decoded_masks_equal_reasoning_and_call_texts(tokenizer, conversations, 
 
 def test_tokens_and_supervision_match_apply_chat_template(tokenizer, conversations):
     for conv in conversations:
-        out = tokenize_with_segments(conv, tokenizer, TRAINING_TEMPLATE, SegmentSpec())
+        out = tokenize_with_segments(conv, tokenizer, TRAINING_TEMPLATE, SegmentSpec(mask_empty_cot=False))
         ref = tokenizer.apply_chat_template(
             conv["messages"], tools=conv["tools"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
@@ -117,3 +118,26 @@ def test_bad_samples_fail_at_preparation_naming_the_index(tokenizer, conversatio
     breakage(data[4])
     with pytest.raises(ValueError, match=rf"train sample 4: .*{reason}"):
         _trainer(tokenizer, data, tmp_path)
+
+
+EMPTY_COT = "<think>\n\n</think>"
+
+
+def test_empty_cot_carries_no_loss_when_masked_and_counts_as_call_otherwise(tokenizer, conversations, tmp_path):
+    no_cot = conversations[3]
+    on = tokenize_with_segments(no_cot, tokenizer, TRAINING_TEMPLATE, SegmentSpec(mask_empty_cot=True))
+    off = tokenize_with_segments(no_cot, tokenizer, TRAINING_TEMPLATE, SegmentSpec(mask_empty_cot=False))
+    assert on["input_ids"] == off["input_ids"] and not any(on[COT_MASK]) and not any(off[COT_MASK])
+    empty_ids = tokenizer(EMPTY_COT, add_special_tokens=False)["input_ids"]
+    dropped = [t for t, a, b in zip(on["input_ids"], on["labels"], off["labels"]) if a == -100 and b != -100]
+    assert dropped == empty_ids and tokenizer.decode(dropped) == EMPTY_COT
+
+    logs = {}
+    for mask in (True, False):
+        trainer = _trainer(tokenizer, conversations, tmp_path / str(mask), mask_empty_cot=mask, max_steps=1,
+                           logging_steps=1, per_device_train_batch_size=4, save_strategy="no")
+        trainer.train()
+        logs[mask] = next(e for e in trainer.state.log_history if "ssb/tokens_call" in e)
+    # one empty block in the data (the no-CoT sample; the others reason in every turn)
+    assert logs[True]["ssb/tokens_cot"] == logs[False]["ssb/tokens_cot"] > 0
+    assert logs[False]["ssb/tokens_call"] - logs[True]["ssb/tokens_call"] == len(empty_ids) > 1

@@ -49,7 +49,8 @@ def test_loss_is_lambda_mix_of_segment_means(tokenizer, conversations, tmp_path)
 
 
 def test_ssb_false_is_trl_sft_loss(tokenizer, conversations, tmp_path):
-    ours = make_trainer(tokenizer, conversations, tmp_path / "ours", per_device_train_batch_size=4, ssb=False)
+    ours = make_trainer(tokenizer, conversations, tmp_path / "ours", per_device_train_batch_size=4, ssb=False,
+                        mask_empty_cot=False)  # TRL trains the empty think block of the no-CoT sample
     trl_args = SFTConfig(output_dir=str(tmp_path / "trl"), report_to=[], use_cpu=True, assistant_only_loss=True,
                          per_device_train_batch_size=4, seed=1)
     model = copy.deepcopy(ours.model)

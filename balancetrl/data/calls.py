@@ -158,14 +158,24 @@ def normalize_call(obj: Any) -> dict:
 
 
 def parse_json_calls(text: str) -> list[dict]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
-    except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
-        raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
-    items = value if isinstance(value, list) else [value]
-    return [normalize_call(item) for item in items]
+    """One JSON call, a JSON list of calls, or JSON calls separated by `;` (Llama 3.x parallel calls, the form
+    vLLM's llama3_json parser reads and balancetrl's llama3_training template renders)."""
+    decoder, items, pos = json.JSONDecoder(), [], 0
+    while True:
+        pos = len(text) - len(text[pos:].lstrip())
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
+        except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
+            raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
+        items.extend(value if isinstance(value, list) else [value])
+        rest = text[pos:].lstrip()
+        if not rest:
+            return [normalize_call(item) for item in items]
+        if not rest.startswith(";"):
+            raise CallParseError("call_parse_error", f"not valid JSON: Extra data (char {len(text) - len(rest)})")
+        pos = len(text) - len(rest) + 1
 
 
 def parse_tool_call_blocks(text: str) -> tuple[list[dict], str]:

@@ -47,7 +47,8 @@ class BalanceSFTScriptArguments:
             Give HDR the first N hard records only (generation is the slow part on CPU).
         chat_template (`str`, *optional*, defaults to `"qwen3_training"`):
             Chat template given to the tokenizer: TRL's `qwen3_training` (ChatML with `<think>` in every assistant
-            turn), `qwen3`, or `keep` (the model's own; it must render `reasoning_content`).
+            turn), `qwen3`, `llama3_training` (balancetrl's Llama 3.1/3.2 template with tools, `<think>` reasoning and
+            generation markers), or `keep` (the model's own; it must render `reasoning_content`).
     """
 
     dataset_path: str | None = field(default=None, metadata={"help": "Training data file or save_to_disk folder."})
@@ -60,7 +61,8 @@ class BalanceSFTScriptArguments:
     max_hard_samples: int | None = field(default=None, metadata={"help": "Give HDR the first N hard records."})
     chat_template: str = field(
         default="qwen3_training",
-        metadata={"help": "qwen3_training, qwen3 or keep.", "choices": ["qwen3_training", "qwen3", "keep"]},
+        metadata={"help": "qwen3_training, qwen3, llama3_training or keep.",
+                  "choices": ["qwen3_training", "qwen3", "llama3_training", "keep"]},
     )
 
     def __post_init__(self):
@@ -90,21 +92,43 @@ def make_parser(prog: str | None = None):
 
 
 def split_dataset(script_args, output_dir: str, cot: tuple[str, str]) -> tuple[list, list, dict]:
-    """Base and hard records (all processes) and the check report; only the main process writes the files."""
-    from accelerate import PartialState
+    """Base and hard records (all processes) and the check report; the main process checks and writes the files."""
+    return on_main_process(_check_and_read, script_args, Path(output_dir) / "data", cot)
 
+
+def on_main_process(fn, *args):
+    """`fn(*args)` run on the global main process alone, its result (or its error) sent to every rank.
+
+    The records travel through torch.distributed, not the filesystem, so the nodes of a multi-node run need no
+    shared filesystem: only the main node reads the data and writes `output_dir/data/`.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    payload, failure = [None], None
+    if state.is_main_process:
+        try:
+            payload = [("result", fn(*args))]
+        except Exception as e:  # sent on, or the other ranks would wait for the broadcast forever
+            failure, payload = e, [("error", f"{type(e).__name__}: {e}")]
+    broadcast_object_list(payload, from_process=0)
+    kind, value = payload[0]
+    if failure is not None:
+        raise failure
+    if kind == "error":
+        raise RuntimeError(f"failed on the main process: {value}")
+    return value
+
+
+def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str]) -> tuple[list, list, dict]:
     from balancetrl.commands.check import run_check
 
-    data_dir = Path(output_dir) / "data"
-    state = PartialState()
-    with state.main_process_first():
-        if state.is_main_process:
-            if script_args.run_check:
-                report = run_check(script_args.dataset_path, data_dir, format=script_args.dataset_format,
-                                   fix=script_args.fix, require_cot=not script_args.allow_missing_cot,
-                                   cot_open=cot[0], cot_close=cot[1], progress=False)
-            else:
-                report = _copy_unchecked(script_args, data_dir)
+    if script_args.run_check:
+        run_check(script_args.dataset_path, data_dir, format=script_args.dataset_format, fix=script_args.fix,
+                  require_cot=not script_args.allow_missing_cot, cot_open=cot[0], cot_close=cot[1], progress=False)
+    else:
+        _copy_unchecked(script_args, data_dir)
     base = _read_split(data_dir / "base.jsonl")
     hard = _read_split(data_dir / "hard.jsonl") if script_args.run_check else []
     report = json.loads((data_dir / "report.json").read_text())
@@ -174,18 +198,20 @@ def load_model(model_args, script_args, training_args, local: bool):
 
 def main(script_args, training_args, model_args, hdr_config) -> dict:
     from accelerate import PartialState
-    from trl import get_peft_config
+    from trl import get_peft_config, get_quantization_config
 
     from balancetrl.data.training import to_training_dataset
     from balancetrl.trainer import BalanceSFTTrainer
     from balancetrl.scripts import preflight
     from balancetrl.scripts.report import build_summary, format_summary, plot_training, write_summary
 
-    # Fail in seconds, not after the model load or the cold start.
-    preflight.check_dataset_path(script_args.dataset_path, "dataset_path")
-    if script_args.eval_dataset_path is not None:
-        preflight.check_dataset_path(script_args.eval_dataset_path, "eval_dataset_path")
+    # Fail in seconds, not after the model load or the cold start. Only the main process reads the data files.
+    if PartialState().is_main_process:
+        preflight.check_dataset_path(script_args.dataset_path, "dataset_path")
+        if script_args.eval_dataset_path is not None:
+            preflight.check_dataset_path(script_args.eval_dataset_path, "eval_dataset_path")
     local = preflight.check_model_spec(model_args.model_name_or_path)
+    preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
 
     # The model (and its card) is pushed once, at the end, by push.py: the Trainer's own pushes would upload
@@ -219,12 +245,15 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
 
     eval_dataset = None
     if script_args.eval_dataset_path and training_args.eval_strategy != "no":
-        eval_dataset = to_training_dataset(load_eval_records(script_args, cot))
+        eval_dataset = to_training_dataset(on_main_process(load_eval_records, script_args, cot))
 
-    model, tokenizer = load_model(model_args, script_args, training_args, local)
+    # QLoRA as in trl/scripts/sft.py: TRL loads the model (a local folder too) with the bitsandbytes config
+    quantization_config = get_quantization_config(model_args)
+    model, tokenizer = load_model(model_args, script_args, training_args, local and quantization_config is None)
     trainer = BalanceSFTTrainer(
         model=model, args=training_args, train_dataset=to_training_dataset(train), eval_dataset=eval_dataset,
         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks,
+        quantization_config=quantization_config,
     )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

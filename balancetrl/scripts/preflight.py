@@ -84,3 +84,34 @@ def check_judges(hdr_config) -> None:
     problems = judge_key_problems(hdr_config.judges)
     if problems:
         raise PreflightError("HDR judges without credentials:\n  " + "\n  ".join(problems))
+
+
+def check_quantization(model_args, training_args) -> None:
+    """`load_in_4bit` / `load_in_8bit` (TRL's ModelConfig) are honoured with bitsandbytes on a CUDA GPU or refused
+    here: never train in a precision the user did not ask for."""
+    import importlib.util
+
+    import torch
+
+    from ..models import resolve_spec
+
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    key = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    problems = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("bitsandbytes is not installed (`pip install bitsandbytes`)")
+    if training_args.use_cpu or not torch.cuda.is_available():
+        problems.append("bitsandbytes quantised training runs on CUDA GPUs and this run is on the CPU")
+    if not model_args.use_peft:
+        problems.append("quantised weights cannot be trained directly: set `use_peft: true` (QLoRA)")
+    try:
+        if resolve_spec(model_args.model_name_or_path)[1] is not None:
+            problems.append("a .gguf model is dequantised on load: give a model folder or a hub id")
+    except FileNotFoundError:
+        pass  # a hub id: TRL loads it with the quantization config
+    if problems:
+        raise PreflightError(
+            f"`{key}: true` cannot be honoured: " + "; ".join(problems) + f". Run on a CUDA GPU with bitsandbytes, "
+            f"or drop `{key}` to train in `dtype` ({model_args.dtype or 'float32'}) instead"
+        )
