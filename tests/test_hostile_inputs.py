@@ -331,7 +331,7 @@ def test_hub_token_is_in_nothing_the_run_writes(clean_run):
     ("learning_rate: -1.0e-5", "learning_rate must be a finite number >= 0"),
     ("learning_rate: .nan", "learning_rate must be a number, got nan"),
     ("per_device_train_batch_size: 0", "per_device_train_batch_size must be an integer >= 1"),
-    ("chat_template: chatml", "chat_template must be one of qwen3_training, qwen3, keep"),
+    ("chat_template: chatml", "chat_template must be one of qwen3_training, qwen3, llama3_training, keep"),
     ("num_train_epochs: -3", "num_train_epochs must be > 0"),
     ("max_length: -1", "max_length must be an integer >= 1"),
     ("hdr:\n  judges: [openai/gpt-4o]\n  judge_threshold: 1.5", "hdr.judge_threshold must be a number in [0, 1]"),
