@@ -100,8 +100,8 @@ def long_cot(record: dict) -> dict:
     rec = copy.deepcopy(record)
     turn = next(m for m in rec["messages"] if m["role"] == "assistant")
     query = next(m["content"] for m in rec["messages"] if m["role"] == "user")
-    walk = [f"Let me read the request again carefully: \"{query}\". I will go through the available tools one "
-            "by one before deciding."]
+    walk = [(f"Let me read the request again carefully: \"{query}\". I will go through the available tools one "
+            "by one before deciding.")]
     schemas = {}
     for tool in rec["tools"]:
         fn = tool.get("function", tool)
@@ -232,9 +232,13 @@ def multi_turn_supported() -> tuple[bool, str]:
     return True, ""
 
 
-def per_sample(eval_dir: Path, category: str) -> list[list]:
-    """[[id, 0/1], ...] in BFCL order, from the runner's samples/<category>.jsonl."""
-    rows = [json.loads(line) for line in (eval_dir / "samples" / f"{category}.jsonl").read_text().splitlines()]
+def read_samples(eval_dir: Path, category: str) -> list[dict]:
+    """The runner's samples/<category>.jsonl rows, in BFCL order."""
+    return [json.loads(line) for line in (eval_dir / "samples" / f"{category}.jsonl").read_text().splitlines()]
+
+
+def per_sample(rows: list[dict]) -> list[list]:
+    """[[id, 0/1], ...]: bfcl's verdict per item."""
     return [[r["id"], int(bool(r["valid"]))] for r in rows]
 
 
@@ -245,28 +249,34 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
 
     model.eval()
     out = {"samples": {}, "accuracy": {}}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         report = evaluate_bfcl(name, categories=CATEGORIES, output_dir=work / "bfcl", limit=opts.limit or None,
                                model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
                                batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc")
         out["eval_seconds"] = time.perf_counter() - t0
+        out["eval_cpu_seconds"] = time.process_time() - c0
         out["generation_seconds"] = report.get("generation_seconds")
+        rows = {c: read_samples(work / "bfcl", c) for c in CATEGORIES}
         for c in CATEGORIES:
-            out["samples"][c] = per_sample(work / "bfcl", c)
+            out["samples"][c] = per_sample(rows[c])
+        # generated tokens: eval cost is about linear in them, so a smoke run's cost per token extrapolates
+        out["output_tokens"] = sum(r.get("output_token_count") or 0 for c in CATEGORIES for r in rows[c])
+        out["input_tokens"] = sum(r.get("input_token_count") or 0 for c in CATEGORIES for r in rows[c])
         ok, why = multi_turn_supported()
         if opts.multi_turn_limit and ok:
             t1 = time.perf_counter()
             evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
                           model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
                           batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc")
-            out["samples"][MULTI_TURN] = per_sample(work / "bfcl_mt", MULTI_TURN)
+            out["samples"][MULTI_TURN] = per_sample(read_samples(work / "bfcl_mt", MULTI_TURN))
             out["multi_turn_seconds"] = time.perf_counter() - t1
         else:
             out["multi_turn_note"] = "not requested (--multi-turn-limit 0)" if not opts.multi_turn_limit else why
     n = sum(len(out["samples"][c]) for c in CATEGORIES)
     out["eval_samples"] = n
     out["eval_seconds_per_sample"] = out["eval_seconds"] / n if n else None
+    out["eval_cpu_seconds_per_sample"] = out["eval_cpu_seconds"] / n if n else None
     out["accuracy"] = {c: statistics.mean(v for _, v in s) for c, s in out["samples"].items() if s}
     return out
 
@@ -305,12 +315,15 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
         base = data["base"][: plan["base_used"]]
         trainer = BalanceSFTTrainer(model=model, args=args, train_dataset=to_training_dataset(base),
                                     processing_class=tokenizer, callbacks=callbacks)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trainer.train()
+        train_cpu = time.process_time() - c0
         hist = trainer.state.log_history
         result.update({
             "global_step": trainer.state.global_step, "planned_steps": plan["total_steps"],
             "train_seconds": time.perf_counter() - t0,
+            # CPU seconds of this process (all threads): unlike wall time, not inflated by other jobs on the cores
+            "train_cpu_seconds": train_cpu, "step_cpu_seconds": train_cpu / max(trainer.state.global_step, 1),
             "step_seconds": timer.step_seconds,
             "step_seconds_median": statistics.median(timer.step_seconds) if timer.step_seconds else None,
             "log": [{k: h[k] for k in ("step", "ssb/lambda", "ssb/loss_cot", "ssb/loss_call", "ssb/tokens_cot",
@@ -394,72 +407,76 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
             pairs = [s for s in seeds if unit_name(arm, s) in done and unit_name(REFERENCE, s) in done]
             if not pairs:
                 continue
-            _, va = vectors([done[unit_name(arm, s)] for s in pairs], CATEGORIES)
-            _, vb = vectors([done[unit_name(REFERENCE, s)] for s in pairs], CATEGORIES)
-            r = paired_bootstrap(va, vb, resamples=opts.resamples)
+            ua, ub = [done[unit_name(arm, s)] for s in pairs], [done[unit_name(REFERENCE, s)] for s in pairs]
+            r = paired_bootstrap(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1], resamples=opts.resamples)
             comparisons[arm] = r.as_dict() | {"seeds": pairs}
+            if all(MULTI_TURN in u["samples"] for u in ua + ub):  # reported beside, not pooled with, single-turn
+                r = paired_bootstrap(vectors(ua, [MULTI_TURN])[1], vectors(ub, [MULTI_TURN])[1],
+                                     resamples=opts.resamples)
+                comparisons[arm]["multi_turn"] = r.as_dict()
     units_done = list(done.values())
-    step_s = [u["step_seconds_median"] for u in units_done if u.get("step_seconds_median")]
-    sample_s = [u["eval_seconds_per_sample"] for u in units_done if u.get("eval_seconds_per_sample")]
-    n_eval_full = opts.limit * len(CATEGORIES) if opts.limit else 600
     estimate = None
-    if step_s and sample_s:
+    measured = {k: [u[k] for u in units_done if u.get(k)] for k in
+                ("step_seconds_median", "eval_seconds_per_sample", "step_cpu_seconds", "eval_cpu_seconds_per_sample")}
+    if measured["step_seconds_median"] and measured["eval_seconds_per_sample"]:
         n_trained = sum(1 for a, _ in expected if ARMS[a][0])
-        estimate = {"step_seconds": statistics.median(step_s), "eval_seconds_per_sample": statistics.median(sample_s),
-                    "hours_all_units": (n_trained * plan["total_steps"] * statistics.median(step_s)
-                                        + len(expected) * n_eval_full * statistics.median(sample_s)) / 3600,
-                    "note": "HDR generation rounds not included; measured medians of the units done"}
+        n_eval = opts.limit * len(CATEGORIES) if opts.limit else 600  # the run's own eval size
+
+        def hours(step_s: float, sample_s: float) -> float:
+            return (n_trained * plan["total_steps"] * step_s + len(expected) * n_eval * sample_s) / 3600
+
+        med = {k: statistics.median(v) if v else None for k, v in measured.items()}
+        estimate = {"step_seconds": med["step_seconds_median"], "eval_seconds_per_sample": med["eval_seconds_per_sample"],
+                    "hours_all_units": hours(med["step_seconds_median"], med["eval_seconds_per_sample"]),
+                    "note": "HDR generation rounds and multi-turn eval not included; medians of the units done"}
+        if med["step_cpu_seconds"] and med["eval_cpu_seconds_per_sample"]:
+            # an idle machine runs the --threads threads in parallel: wall ≈ CPU seconds / threads at best
+            threads = opts.threads or os.cpu_count() or 1
+            estimate["hours_idle_cores"] = hours(med["step_cpu_seconds"] / threads,
+                                                 med["eval_cpu_seconds_per_sample"] / threads)
+            estimate.update(step_cpu_seconds=med["step_cpu_seconds"],
+                            eval_cpu_seconds_per_sample=med["eval_cpu_seconds_per_sample"], threads=threads)
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
             "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
             "units_done": sorted(done), "units_missing": missing, "arms": per_arm, "vs_sft": comparisons,
             "wall_seconds_units": sum(u.get("wall_seconds", 0) for u in units_done), "estimate": estimate,
-            "multi_turn": multi_turn_supported()[1] or "supported"}
+            "multi_turn": multi_turn_supported()[1].rstrip(".") or "supported"}
 
 
-def plots(res: dict, out: Path) -> list[str]:
+def plots(res: dict, units: dict, out: Path) -> list[str]:
+    """accuracy.png (per arm, CI bars), lambda.png (λ per SSB unit), losses.png (L_c and L_f per unit)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    def save(fig, name: str, legend_ax=None) -> str:
+        if legend_ax is not None and legend_ax.get_legend_handles_labels()[0]:
+            legend_ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        return name
 
     written = []
     arms = [a for a in res["arms"] if "main" in res["arms"][a]]
     if arms:
         fig, ax = plt.subplots(figsize=(8, 3.6))
-        acc = [res["arms"][a]["main"]["accuracy"] for a in arms]
-        err = [[acc[i] - res["arms"][a]["main"]["ci"][0] for i, a in enumerate(arms)],
-               [res["arms"][a]["main"]["ci"][1] - acc[i] for i, a in enumerate(arms)]]
+        main = [res["arms"][a]["main"] for a in arms]
+        acc = [m["accuracy"] for m in main]
+        err = [[a - m["ci"][0] for a, m in zip(acc, main)], [m["ci"][1] - a for a, m in zip(acc, main)]]
         ax.bar(arms, acc, yerr=err, capsize=4, color="tab:blue", alpha=0.7)
         ax.set_ylabel("BFCL accuracy (simple_python + multiple)")
         ax.set_title("accuracy per arm, pooled over seeds, 95% bootstrap CI")
         ax.tick_params(axis="x", rotation=30)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy.png", dpi=110)
-        plt.close(fig)
-        written.append("accuracy.png")
+        written.append(save(fig, "accuracy.png"))
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for row in res["arms"].values():
         for unit, traj in row["lambda_trajectories"].items():
             if traj:
                 ax.plot(*zip(*traj), label=unit)
-    ax.set_xlabel("step")
-    ax.set_ylabel("λ (CoT weight)")
-    ax.set_title("λ over steps per SSB unit")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "lambda.png", dpi=110)
-    plt.close(fig)
-    written.append("lambda.png")
-    return written
-
-
-def loss_plot(units: dict, out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    ax.set(xlabel="step", ylabel="λ (CoT weight)", title="λ over steps per SSB unit")
+    written.append(save(fig, "lambda.png", ax))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
     for name, u in sorted(units.items()):
         log = u.get("log") or []
@@ -467,16 +484,10 @@ def loss_plot(units: dict, out: Path) -> str:
             steps = [h["step"] for h in log]
             left.plot(steps, [h["ssb/loss_cot"] for h in log], label=name, linewidth=1)
             right.plot(steps, [h["ssb/loss_call"] for h in log], label=name, linewidth=1)
-    left.set_title("L_c (mean NLL of CoT tokens)")
-    right.set_title("L_f (mean NLL of call tokens)")
-    for ax in (left, right):
-        ax.set_xlabel("step")
-    if left.get_legend_handles_labels()[0]:
-        right.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "losses.png", dpi=110)
-    plt.close(fig)
-    return "losses.png"
+    left.set(xlabel="step", title="L_c (mean NLL of CoT tokens)")
+    right.set(xlabel="step", title="L_f (mean NLL of call tokens)")
+    written.append(save(fig, "losses.png", right))
+    return written
 
 
 def pct(x: float | None) -> str:
@@ -500,8 +511,9 @@ def reading(res: dict) -> list[str]:
             lines.append(f"{arm} vs sft: {ci}, McNemar p = {c['mcnemar_p']:.3g} — distinguishable from zero: "
                          f"{arm} is {word} than plain SFT on these {c['n_items']} items × {c['n_seeds']} seed(s).")
         else:
-            lines.append(f"{arm} vs sft: {ci}, McNemar p = {c['mcnemar_p']:.3g} — **no detectable difference**; the "
-                         f"data exclude effects beyond the CI (width {100 * c['ci_width']:.1f} points).")
+            lines.append(f"{arm} vs sft: {ci}, McNemar p = {c['mcnemar_p']:.3g} — **no detectable difference**: "
+                         f"the CI holds zero, so these data cannot tell {arm} from plain SFT; they make an effect "
+                         f"outside the CI (width {100 * c['ci_width']:.1f} points) unlikely.")
     widths = [c["ci_width"] for c in res["vs_sft"].values()]
     if widths:
         lines.append(f"CI width achieved for paired differences: {100 * min(widths):.1f}–{100 * max(widths):.1f} points.")
@@ -510,11 +522,18 @@ def reading(res: dict) -> list[str]:
             if traj:
                 vals = [v for _, v in traj]
                 lines.append(f"{unit}: λ {vals[0]:.3f} → {vals[-1]:.3f} (min {min(vals):.3f}, max {max(vals):.3f}).")
+    for arm, row in res["arms"].items():
+        for h in row["hdr"]:
+            lines.append(f"{arm}: HDR accepted {h['accepted_total']} of {h['initial_hard']} hard samples "
+                         f"(rounds: {h['rounds']}).")
     if res["data"].get("alpha_supervised") is not None:
         lines.append(f"Training data α (plain SFT's CoT weight, supervised tokens) = "
                      f"{res['data']['alpha_supervised']:.3f}; the paper's λ = 0.7 is "
                      f"{'below' if res['data']['alpha_supervised'] > 0.7 else 'above'} it, so SSB "
                      f"{'lowers' if res['data']['alpha_supervised'] > 0.7 else 'raises'} the CoT weight.")
+    lines.append("Only each arm vs plain SFT is tested (one pre-registered family, no correction for the "
+                 f"{len(res['vs_sft'])} comparisons); other pairs (e.g. ssb vs ssb_hdr) are not claimed. No setting "
+                 "was chosen by looking at eval results.")
     return lines
 
 
@@ -571,15 +590,25 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
                      f"| {100 * c['diff']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
                      f"| {100 * c['ci_width']:.1f} | {c['a_only']} / {c['b_only']} | {c['mcnemar_p']:.3g} "
                      f"| {'yes' if c['distinguishable'] else 'no'} |")
+    for arm, c in res["vs_sft"].items():
+        if "multi_turn" in c:
+            m = c["multi_turn"]
+            lines.append(f"| {arm} ({MULTI_TURN}) | {c['seeds']} | {m['n_items']} | {pct(m['acc_a'])} "
+                         f"| {pct(m['acc_b'])} | {100 * m['diff']:+.1f} | [{100 * m['ci_low']:+.1f}, "
+                         f"{100 * m['ci_high']:+.1f}] | {100 * m['ci_width']:.1f} | {m['a_only']} / {m['b_only']} "
+                         f"| {m['mcnemar_p']:.3g} | {'yes' if m['distinguishable'] else 'no'} |")
     lines += ["", ("Accuracies and differences in points (%). CI: percentile bootstrap over items, "
               f"{o['resamples']} resamples, seeds of an item resampled together. McNemar: exact two-sided test of "
               "the discordant pairs pooled over seeds."), "", "## Reading (generated from the numbers)", ""]
     lines += [f"- {s}" for s in reading(res)]
     if res["estimate"]:
         e = res["estimate"]
-        lines += ["", (f"Estimated CPU time of all units at this machine's measured speed: {e['hours_all_units']:.1f} h "
+        idle = ("" if "hours_idle_cores" not in e else
+                f" At best {e['hours_idle_cores']:.1f} h on {e['threads']} idle cores ({e['step_cpu_seconds']:.1f} "
+                f"CPU-s/step, {e['eval_cpu_seconds_per_sample']:.2f} CPU-s/sample, divided by the threads).")
+        lines += ["", (f"Estimated wall time of all units at the measured speed: {e['hours_all_units']:.1f} h "
                   f"({e['step_seconds']:.1f} s/step, {e['eval_seconds_per_sample']:.2f} s per eval sample; "
-                  f"{e['note']}).")]
+                  f"{e['note']}).{idle}")]
     lines += [""] + [f"![{i}](ablation_v2/{i})" for i in images] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -686,7 +715,7 @@ def main(argv=None):
     res["opts"].pop("arm_list", None)
     img_dir = out / "ablation_v2"
     img_dir.mkdir(parents=True, exist_ok=True)
-    images = plots(res, img_dir) + [loss_plot({n: cache.load(n, configs[n]) or {} for n in res["units_done"]}, img_dir)]
+    images = plots(res, {n: cache.load(n, configs[n]) for n in res["units_done"]}, img_dir)
     from balancetrl.data.io import atomic_write
 
     with atomic_write(out / "ablation_v2.json") as f:

@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import ablation_v2  # noqa: E402
-from paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap  # noqa: E402
-from unit_cache import UnitCache, config_hash  # noqa: E402
+import ablation_v2
+from paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
+from unit_cache import UnitCache, config_hash
 
 
 # ------------------------------------------------------------------------------------------------ statistics
