@@ -23,8 +23,10 @@ Arms (same GGUF start, optimizer steps, data order, seed and eval for every trai
 Eval: BFCL simple_python + multiple (all 600 unless --limit), greedy, --prompt-style fc (the trained format), via
 `evaluate_bfcl`; `multi_turn_base` on its first --multi-turn-limit items when the eval runner supports it (skipped
 with a note otherwise). Every (arm, seed) result is cached in <work>/units/<arm>-s<seed>.json with a hash of its
-config, and reused only for the same config. The report (<out>/ablation_v2.md/.json + plots) is built from the
-cache: pooled accuracy with 95% CIs, every trained arm vs SFT as a paired comparison (item bootstrap, McNemar).
+config (data fingerprint, step plan, λ settings, HDR settings, eval settings), and reused only for the same config;
+the hash does not cover the code, so after a change that alters results use a new --work. The report
+(<out>/ablation_v2.md/.json + plots) is built from the cache: pooled accuracy with 95% CIs, every trained arm vs SFT
+as a paired comparison (item bootstrap, McNemar).
 """
 
 from __future__ import annotations
@@ -688,7 +690,9 @@ def main(argv=None):
         raise SystemExit("HDR arms need hard samples and none were found")
     plan = plan_steps(argparse.Namespace(batch=opts.batch, round_size=opts.round_size, hdr_rounds=opts.hdr_rounds,
                                          steps=opts.steps, epochs=opts.epochs), len(data["base"]), len(data["hard"]))
+    # eval_batch is part of it: the batch decides the left padding, and padding can flip a greedy token
     eval_cfg = {"categories": CATEGORIES, "limit": opts.limit, "max_new_tokens": opts.max_new_tokens,
+                "eval_batch": opts.eval_batch,
                 "prompt_style": "fc", "multi_turn_limit": opts.multi_turn_limit if multi_turn_supported()[0] else 0}
     expected = [(a, None) if not ARMS[a][0] else (a, s) for a in opts.arm_list
                 for s in ([None] if not ARMS[a][0] else opts.seeds)]
