@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench ablation lint clean
+.PHONY: install test test-all demo bench ablation ablation-v1 lint clean
 
 install: $(STAMP)
 
@@ -40,8 +40,22 @@ bench: install
 	$(PY) benchmarks/check_throughput.py
 	$(PY) benchmarks/judge_throughput.py --items 1000 --concurrency 8 16 --json benchmarks/results/judge_throughput.json
 
-# The paper's ablation (SFT / SSB / HDR / both) at CPU scale: about an hour on 2 idle cores.
+# The ablation in the paper's regime (benchmarks/ablation_v2.py): 7 trained arms × 2 seeds + base on the checked base
+# set of the real long-CoT data, full BFCL simple_python + multiple (600), paired comparison with SFT. Resumable:
+# every (arm, seed) is cached under outputs/ablation_v2/units/, rerunning continues where it stopped; a changed
+# setting reruns only the units it affects (stop any time; `make ablation` again resumes).
+# CPU time, extrapolated from smoke runs on this data (2026-11-22, CPU-seconds of one thread, so not inflated by
+# other jobs): ~52 CPU-s per optimizer step (batch 4, ~980 tokens a row), ~0.064 CPU-s per generated eval token incl.
+# prefill (~22 CPU-s per BFCL sample at ~350 generated tokens). 14 trained units × 92 steps ≈ 19 CPU-h; 15 units ×
+# 600 eval samples ≈ 55 CPU-h; HDR generation ≈ 1 CPU-h. About 75 CPU-h, i.e. ~40 h wall on 2 idle cores (5 days at
+# today's sharing): plan it over several sessions, or on a GPU.
+ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
 ablation: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) --seeds 0,1 --threads 2 \
+		--out benchmarks/results --work outputs/ablation_v2
+
+# The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
+ablation-v1: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation.py --n-train 600 --steps 30 --batch 4 --max-length 512 --limit 25 \
 		--max-new-tokens 160 --prompt-style fc --hdr-rounds 1 --max-hard 16 --num-generations 2 --threads 2 \
 		--arms base,sft,ssb,sft_hdr,ssb_hdr --out benchmarks/results

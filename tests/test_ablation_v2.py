@@ -1,0 +1,173 @@
+"""The ablation runner's statistics, unit cache and resume logic (fast: no model is loaded or trained)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import ablation_v2
+from paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
+from unit_cache import UnitCache, config_hash
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_mcnemar_exact_known_values():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 0) == pytest.approx(2 * 0.5**5)  # 0.0625
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
+    assert mcnemar_exact(1, 4) == pytest.approx(2 * 6 / 32)  # P(X<=1 | n=5) = 6/32, two-sided
+    assert mcnemar_exact(3, 3) == 1.0
+
+
+def test_paired_bootstrap_hand_vectors():
+    a = [1, 1, 1, 0, 0, 1, 0, 1]
+    b = [1, 0, 1, 0, 1, 0, 0, 0]
+    r = paired_bootstrap([a], [b], resamples=2000)
+    assert (r.n_items, r.n_seeds) == (8, 1)
+    assert r.acc_a == 5 / 8 and r.acc_b == 3 / 8
+    assert r.diff == pytest.approx(0.25)
+    assert (r.a_only, r.b_only) == (3, 1)
+    assert r.mcnemar_p == pytest.approx(10 / 16)  # n=4 discordant, P(X<=1)=5/16, two-sided
+    assert r.ci_low < 0.25 < r.ci_high and not r.distinguishable  # 8 items cannot tell +25 points from 0
+
+
+def test_paired_bootstrap_degenerate_cases():
+    same = paired_bootstrap([[1, 0, 1, 1]], [[1, 0, 1, 1]], resamples=500)
+    assert (same.diff, same.ci_low, same.ci_high, same.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
+    assert not same.distinguishable
+    all_better = paired_bootstrap([[1] * 10], [[0] * 10], resamples=500)
+    assert (all_better.diff, all_better.ci_low, all_better.ci_high) == (1.0, 1.0, 1.0)
+    assert all_better.distinguishable and all_better.mcnemar_p == pytest.approx(2 * 0.5**10)
+
+
+def test_paired_bootstrap_pools_seeds_by_item():
+    # per item, Σ_seeds (a - b) = 1 for both items: every item resample gives 2 / 4 = 0.5 exactly
+    r = paired_bootstrap([[1, 0], [1, 1]], [[0, 0], [1, 0]], resamples=500)
+    assert (r.n_seeds, r.n_items) == (2, 2)
+    assert (r.diff, r.ci_low, r.ci_high, r.ci_width) == (0.5, 0.5, 0.5, 0.0)
+    assert (r.a_only, r.b_only) == (2, 0)
+
+
+def test_paired_bootstrap_ci_matches_normal_approximation():
+    # 400 items, per-item difference 1 on half of them, 0 on the rest: SE = 0.5 / sqrt(400) = 0.025
+    a, b = [1] * 200 + [0] * 200, [0] * 200 + [0] * 200
+    r = paired_bootstrap([a], [b], resamples=20_000, seed=1)
+    assert r.diff == 0.5
+    assert r.ci_low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.006)
+    assert r.ci_high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.006)
+    acc, lo, hi = accuracy_ci([a], resamples=20_000, seed=1)
+    assert acc == 0.5 and lo == pytest.approx(0.451, abs=0.006) and hi == pytest.approx(0.549, abs=0.006)
+
+
+def test_paired_bootstrap_refuses_unpaired_or_non_binary():
+    with pytest.raises(ValueError, match="same seeds × items"):
+        paired_bootstrap([[1, 0, 1]], [[1, 0]])
+    with pytest.raises(ValueError, match="0/1"):
+        paired_bootstrap([[1, 2]], [[1, 0]])
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def test_config_hash_is_key_order_invariant_and_value_sensitive():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1, "b": [1, 2]}) != config_hash({"a": 1, "b": [2, 1]})
+    assert config_hash({"lr": 5e-5}) != config_hash({"lr": 1e-4})
+
+
+def test_unit_cache_reuses_only_the_same_config(tmp_path):
+    cache = UnitCache(tmp_path / "units")
+    cfg = {"arm": "sft", "seed": 0, "lr": 5e-5}
+    assert cache.load("sft-s0", cfg) is None and not cache.stale("sft-s0", cfg)
+    cache.save("sft-s0", cfg, {"accuracy": 0.5})
+    got = cache.load("sft-s0", dict(reversed(list(cfg.items()))))
+    assert got["accuracy"] == 0.5 and got["config_hash"] == config_hash(cfg) and got["config"] == cfg
+    changed = {**cfg, "lr": 1e-4}
+    assert cache.load("sft-s0", changed) is None and cache.stale("sft-s0", changed)
+    cache.save("sft-s0", changed, {"accuracy": 0.6})
+    assert cache.load("sft-s0", changed)["accuracy"] == 0.6
+    assert json.loads((tmp_path / "units" / "sft-s0.stale.json").read_text())["accuracy"] == 0.5
+    assert sorted(cache.all()) == ["sft-s0"]
+    assert not list((tmp_path / "units").glob("*.tmp"))  # atomic write leaves no temporary file
+
+
+def test_unit_cache_ignores_a_truncated_file(tmp_path):
+    cache = UnitCache(tmp_path)
+    (tmp_path / "ssb-s1.json").write_text('{"accuracy": 0.')
+    assert cache.load("ssb-s1", {"arm": "ssb"}) is None
+
+
+# ------------------------------------------------------------------------------------------------ runner: resume
+N_SP, N_MU = 40, 20
+
+
+def fake_vector(arm: str, seed: int | None, n: int) -> list[int]:
+    if arm == "ssb_lr":
+        return [1] * n  # far better than sft
+    if arm == "base":
+        return [0] * n
+    return [(i + (seed or 0)) % 2 for i in range(n)]  # sft and ssb: identical answers
+
+
+def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypatch):
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    calls = []
+
+    def fake_build_data(opts, tokenizer):
+        return {"base": [{"id": f"r{i}"} for i in range(16)], "hard": [{"id": "h0"}],
+                "info": {"path": str(opts.data), "sha256": "x", "checked": {"base": 16, "hard": 1, "rejected": 0},
+                         "rejected_reasons": {}, "base_over_max_length": [], "base_used": 16, "alpha_text": 0.8,
+                         "cot_mean": 280.0, "call_mean": 65.0, "alpha_supervised": 0.78, "hard_real": 1,
+                         "hard_used": 1, "fingerprint": "f"}}
+
+    def fake_run_unit(arm, seed, opts, data, plan, work):
+        calls.append((arm, seed))
+        sp, mu = fake_vector(arm, seed, N_SP), fake_vector(arm, seed, N_MU)
+        trained = ablation_v2.ARMS[arm][0]
+        log = [{"step": s, "ssb/loss_cot": 1.0 / s, "ssb/loss_call": 0.5 / s, "ssb/lambda": 0.7 - 0.01 * s}
+               for s in (1, 2)] if trained else []
+        return {"samples": {"simple_python": [[f"sp_{i}", v] for i, v in enumerate(sp)],
+                            "multiple": [[f"mu_{i}", v] for i, v in enumerate(mu)]},
+                "accuracy": {"simple_python": sum(sp) / N_SP, "multiple": sum(mu) / N_MU},
+                "step_seconds_median": 2.0 if trained else None, "eval_seconds_per_sample": 0.5, "log": log,
+                "final_lambda": 0.68 if trained else None, "wall_seconds": 10.0}
+
+    monkeypatch.setattr(ablation_v2, "build_data", fake_build_data)
+    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
+    argv = ["--data", str(data_file), "--arms", "base,sft,ssb,ssb_lr", "--seeds", "0,1", "--steps", "4",
+            "--resamples", "500", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+
+    ablation_v2.main([*argv, "--max-units", "2"])  # an interrupted run: 2 of 7 units
+    assert calls == [("base", None), ("sft", 0)]
+    partial = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
+    assert len(partial["units_missing"]) == 5 and "Partial run" in (tmp_path / "out" / "ablation_v2.md").read_text()
+
+    ablation_v2.main(argv)  # resume: only the 5 missing units run
+    assert calls[2:] == [("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
+    ablation_v2.main(argv)  # all cached: nothing runs
+    assert len(calls) == 7
+
+    res = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
+    assert res["units_missing"] == []
+    ssb, lr = res["vs_sft"]["ssb"], res["vs_sft"]["ssb_lr"]
+    assert (ssb["diff"], ssb["ci_low"], ssb["ci_high"], ssb["distinguishable"]) == (0.0, 0.0, 0.0, False)
+    assert ssb["n_items"] == N_SP + N_MU and ssb["n_seeds"] == 2 and ssb["seeds"] == [0, 1]
+    assert lr["diff"] == 0.5 and lr["distinguishable"] and lr["a_only"] == 60 and lr["b_only"] == 0
+    assert math.isclose(lr["mcnemar_p"], 2 * 0.5**60)
+    assert res["arms"]["base"]["main"]["accuracy"] == 0.0 and res["arms"]["ssb_lr"]["main"]["ci"] == [1.0, 1.0]
+    assert res["estimate"]["step_seconds"] == 2.0 and res["estimate"]["eval_seconds_per_sample"] == 0.5
+    # 6 trained units × 4 steps × 2 s + 7 units × 600 eval samples × 0.5 s
+    assert res["estimate"]["hours_all_units"] == pytest.approx((6 * 4 * 2 + 7 * 600 * 0.5) / 3600)
+    md = (tmp_path / "out" / "ablation_v2.md").read_text()
+    assert "ssb vs sft: +0.0 points" in md and "**no detectable difference**" in md
+    assert "ssb_lr vs sft: +50.0 points" in md and "ssb_lr is better than plain SFT" in md
+    for png in ("accuracy.png", "lambda.png", "losses.png"):
+        assert (tmp_path / "out" / "ablation_v2" / png).stat().st_size > 1000
+
+    ablation_v2.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
+    assert calls[7:] == [("sft", 0), ("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
+    assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
