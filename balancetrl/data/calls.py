@@ -135,11 +135,34 @@ def normalize_call(obj: Any) -> dict:
     return {"name": name, "arguments": arguments}
 
 
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _json_objects(text: str) -> list:
+    """Several JSON values separated by whitespace, e.g. one call object per line (JSON lines in one block)."""
+    values, pos, end = [], 0, len(text)
+    while pos < end:
+        value, pos = _JSON_DECODER.raw_decode(text, pos)
+        values.append(value)
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+    return values
+
+
 def parse_json_calls(text: str) -> list[dict]:
+    """A JSON list of calls, one call object, or several call objects one per line (a common way to write
+    parallel calls inside one `<tool_call>` block). The argument key may be `arguments` or `parameters`."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
+        if e.msg != "Extra data":
+            raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
+        try:
+            value = _json_objects(text)
+        except json.JSONDecodeError as e2:
+            raise CallParseError("call_parse_error", f"not valid JSON: {e2.msg} (char {e2.pos})") from None
+        if not all(isinstance(v, dict) for v in value):
+            raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects")
     items = value if isinstance(value, list) else [value]
     return [normalize_call(item) for item in items]
 

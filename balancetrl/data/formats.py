@@ -28,6 +28,7 @@ from typing import Any
 
 from .calls import CallParseError, normalize_call, to_tool_calls
 from .io import InputError, RawRow, read_records
+from .record import SharedTool
 
 FORMATS = ("xlam", "xlam_cot", "messages", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
@@ -138,25 +139,68 @@ def to_canonical_tool(tool: Any) -> dict:
     return {"type": "function", "function": out}
 
 
-# Datasets repeat tool lists across rows; converting each distinct JSON string once is most of the load time.
-# The cached lists are shared between records: nothing downstream mutates tools.
+# Datasets repeat tools across rows: each distinct tool (by its JSON text) and each distinct tool list is converted
+# once. The cached tools are shared between records: nothing downstream mutates tools (see `SharedTool`).
 _TOOLS_CACHE: dict[str, list[dict]] = {}
+_TOOL_CACHE: dict[str, SharedTool] = {}
 _TOOLS_CACHE_SIZE = 2048
+_TOOL_CACHE_SIZE = 16384
+_JSON = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _shared_tool(text: str, tool: Any) -> SharedTool:
+    shared = _TOOL_CACHE.get(text)
+    if shared is None:
+        shared = SharedTool(to_canonical_tool(tool))
+        if len(_TOOL_CACHE) >= _TOOL_CACHE_SIZE:
+            _TOOL_CACHE.clear()
+        _TOOL_CACHE[text] = shared
+    return shared
+
+
+def _tool_list(text: str) -> list[dict] | None:
+    """Decode a JSON array of tools element by element, so each element's text keys the per-tool cache.
+    `None` when the text is not a plain array (the caller decodes it whole and reports what is wrong)."""
+    pos = _WS.match(text).end()
+    if text[pos:pos + 1] != "[":
+        return None
+    pos = _WS.match(text, pos + 1).end()
+    tools: list[dict] = []
+    if text[pos:pos + 1] == "]":
+        return tools if not text[_WS.match(text, pos + 1).end():] else None
+    while True:
+        start = pos
+        try:
+            tool, pos = _JSON.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        tools.append(_shared_tool(text[start:pos], tool) if isinstance(tool, dict) else to_canonical_tool(tool))
+        pos = _WS.match(text, pos).end()
+        sep = text[pos:pos + 1]
+        pos = _WS.match(text, pos + 1).end()
+        if sep == "]":
+            return tools if pos == len(text) else None
+        if sep != ",":
+            return None
 
 
 def _tools(value: Any) -> list[dict]:
     key = value if isinstance(value, str) else None
-    if key is not None and key in _TOOLS_CACHE:
-        return _TOOLS_CACHE[key]
+    if key is not None:
+        tools = _TOOLS_CACHE.get(key)
+        if tools is not None:
+            return tools
+        tools = _tool_list(key)
+        if tools is not None:
+            if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
+                _TOOLS_CACHE.clear()
+            _TOOLS_CACHE[key] = tools
+            return tools
     tools = _decode(value, "tools")
     if not isinstance(tools, list):
         raise FormatError("tools_not_list", f"'tools' must be a list, got {type(tools).__name__}")
-    tools = [to_canonical_tool(t) for t in tools]
-    if key is not None:
-        if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
-            _TOOLS_CACHE.clear()
-        _TOOLS_CACHE[key] = tools
-    return tools
+    return [to_canonical_tool(t) for t in tools]
 
 
 def _calls(value: Any) -> list[dict]:
