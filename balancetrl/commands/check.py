@@ -17,7 +17,7 @@ from pathlib import Path
 from trl.cli.commands.base import Command, CommandContext
 
 from ..data.checks import check_record
-from ..data.formats import FORMATS, load_records
+from ..data.formats import FORMATS, load_dataset_info, load_records
 from ..data.io import AtomicJsonlWriter, InputError, atomic_write
 
 OUTPUTS = ("base", "hard", "rejected")
@@ -33,6 +33,7 @@ def run_check(
     cot_open: str = "<think>",
     cot_close: str = "</think>",
     progress: bool | None = None,
+    tags=None,
 ) -> dict:
     """Check every record of `source` and write the outputs; returns the report (also written as report.json).
 
@@ -48,7 +49,7 @@ def run_check(
     start = time.perf_counter()
     try:
         # progress=None: tqdm shows a bar only on a terminal
-        rows = tqdm(load_records(source, format=format, answers=answers), unit=" rec", mininterval=0.5,
+        rows = tqdm(load_records(source, format=format, answers=answers, tags=tags), unit=" rec", mininterval=0.5,
                     disable=None if progress is None else not progress, desc="check")
         for row in rows:
             if row.error:
@@ -108,6 +109,11 @@ class CheckCommand(Command):
         p.add_argument("--output-dir", required=True, help="folder for base/hard/rejected.jsonl and report.json")
         p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                        help="input format (default: detected from the first record)")
+        p.add_argument("--dataset-info", default=None, metavar="FILE",
+                       help="LLaMA-Factory dataset_info.json (or one entry of it): its formatting, columns and tags "
+                            "say how to read INPUT (sharegpt/openai)")
+        p.add_argument("--dataset-info-name", default=None, metavar="NAME",
+                       help="the entry of --dataset-info to use (needed when the file has several)")
         p.add_argument("--answers", default=None,
                        help="BFCL possible-answer file (default: possible_answer/<same name> next to INPUT)")
         p.add_argument("--fix", action="store_true",
@@ -120,10 +126,15 @@ class CheckCommand(Command):
 
     def run(self, args: Namespace, context: CommandContext | None = None) -> int:
         try:
+            format, tags = args.format, None
+            if args.dataset_info:
+                format, tags = load_dataset_info(args.dataset_info, args.dataset_info_name)
+                if args.format not in ("auto", format):
+                    raise InputError(f"--format {args.format} contradicts the dataset_info formatting {format!r}")
             report = run_check(
-                args.input, args.output_dir, format=args.format, answers=args.answers, fix=args.fix,
+                args.input, args.output_dir, format=format, answers=args.answers, fix=args.fix,
                 require_cot=not args.allow_missing_cot, cot_open=args.cot_open, cot_close=args.cot_close,
-                progress=False if args.no_progress else None,
+                progress=False if args.no_progress else None, tags=tags,
             )
         except (InputError, OSError) as e:
             print(f"balancetrl check: error: {e}", file=sys.stderr)

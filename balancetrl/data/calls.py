@@ -138,8 +138,17 @@ def normalize_call(obj: Any) -> dict:
 _JSON_DECODER = json.JSONDecoder()
 
 
-def _json_objects(text: str) -> list:
-    """Several JSON values separated by whitespace, e.g. one call object per line (JSON lines in one block)."""
+def python_literal(text: str) -> Any:
+    """A Python literal (`[{'a': 1, 'b': None}]`) → JSON-like value, parsed with `ast` and never evaluated."""
+    try:
+        return _literal(ast.parse(text.strip(), mode="eval").body)
+    except SyntaxError as e:
+        raise CallParseError("call_parse_error", f"not a Python literal: {e.msg}") from None
+
+
+def parse_json_values(text: str) -> list:
+    """Several JSON values separated by whitespace, e.g. one call object per line (JSON lines in one block).
+    Raises `json.JSONDecodeError`."""
     values, pos, end = [], 0, len(text)
     while pos < end:
         value, pos = _JSON_DECODER.raw_decode(text, pos)
@@ -158,7 +167,7 @@ def parse_json_calls(text: str) -> list[dict]:
         if e.msg != "Extra data":
             raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
         try:
-            value = _json_objects(text)
+            value = parse_json_values(text)
         except json.JSONDecodeError as e2:
             raise CallParseError("call_parse_error", f"not valid JSON: {e2.msg} (char {e2.pos})") from None
         if not all(isinstance(v, dict) for v in value):

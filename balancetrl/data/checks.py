@@ -40,6 +40,10 @@ REASONS = {
     "messages_not_list": "'messages' is not a list",
     "unsupported_bfcl": "a multi-turn BFCL question (only single-turn AST categories load)",
     "malformed_record": "a field has the wrong shape",
+    "invalid_role": "a conversation turn has a role tag the format does not define",
+    "invalid_turn_order": "conversation turns do not alternate user/observation and assistant/function_call",
+    "invalid_function_call": "a function_call turn holds text instead of calls",
+    "invalid_chatml": "ChatML text that is not a sequence of closed <|im_start|>…<|im_end|> turns",
     # Base Quality Check
     "tools_not_list": "'tools' is not a list",
     "invalid_tool_schema": "a tool is not a valid function schema",
