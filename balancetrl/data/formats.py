@@ -592,7 +592,7 @@ def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool)
                 messages.extend(results)
                 kinds.extend(["tool"] * len(results))
                 continue
-        message = _message({"role": role, "content": value, **extra})
+        message = _message({"role": role, **({"content": value} if tags.content_tag in turn else {}), **extra})
         if role == "assistant" and message.get("tool_calls"):
             last_calls = [c.get("function", c).get("name") for c in message["tool_calls"] if isinstance(c, dict)]
         messages.append(message)
