@@ -34,6 +34,7 @@ def run_check(
     cot_close: str = "</think>",
     progress: bool | None = None,
     tags=None,
+    label: str | None = None,
 ) -> dict:
     """Check every record of `source` and write the outputs; returns the report (also written as report.json).
 
@@ -74,7 +75,7 @@ def run_check(
         total = sum(outcomes.values())
         seconds = time.perf_counter() - start
         report = {
-            "input": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+            "input": label or (str(source) if isinstance(source, (str, Path)) else type(source).__name__),
             "total": total,
             "outcomes": {name: outcomes[name] for name in OUTPUTS},
             "reasons": {k: dict(v.most_common()) for k, v in reasons.items()},
