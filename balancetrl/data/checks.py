@@ -1,4 +1,4 @@
-"""Base Quality Check and Answer Check (paper §3.3, DESIGN.md "Data").
+"""Base Quality Check and Answer Check (paper §3.3; outcomes and reason codes in docs/data.md).
 
 `check_record` sends every canonical record to exactly one outcome:
 

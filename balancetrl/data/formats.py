@@ -1,4 +1,4 @@
-"""Loaders from the formats users have to the canonical record of DESIGN.md ("Data").
+"""Loaders from the formats users have to the canonical record (docs/data.md; typed in `record.py`).
 
 Formats (`--format` names):
 
@@ -7,8 +7,11 @@ Formats (`--format` names):
 - `xlam_cot`: the same plus a distilled response (`response`, `output`, `completion` or `generation`) holding
   `<think>…</think>` and a call block. The response is kept as raw assistant `content`; the Base Quality Check
   parses it, so a malformed response is rejected with a reason instead of failing the load.
-- `messages`: conversational `{"messages", "tools"}` rows (multi-turn, OpenAI/TRL `tool_calls`, role `tool`),
-  including canonical records themselves.
+- `messages`: conversational `{"messages", "tools"}` rows (multi-turn, OpenAI/TRL `tool_calls`, role `tool`,
+  reasoning fields or reasoning content parts), including canonical records themselves.
+- `sharegpt` / `openai`: LLaMA-Factory's two conversation formattings (`from_sharegpt`, `from_openai`), role and
+  column names configurable like its `dataset_info.json` (`ConversationTags`, `load_dataset_info`).
+- `hermes`: Hermes-style ChatML text with `<tool_call>` / `<tool_response>` blocks (`from_hermes`).
 - `bfcl`: BFCL question files (`{"id", "question", "function"}`) with their possible-answer file. The reference
   keeps BFCL's accepted alternatives (see `bfcl_reference`), the assistant turn is built from the first ones.
 
