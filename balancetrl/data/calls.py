@@ -144,6 +144,8 @@ def python_literal(text: str) -> Any:
         return _literal(ast.parse(text.strip(), mode="eval").body)
     except SyntaxError as e:
         raise CallParseError("call_parse_error", f"not a Python literal: {e.msg}") from None
+    except (RecursionError, MemoryError, ValueError, TypeError) as e:  # too deep, huge ints, unhashable keys
+        raise CallParseError("call_parse_error", f"not a usable Python literal ({type(e).__name__})") from None
 
 
 def parse_json_values(text: str) -> list:
@@ -170,6 +172,8 @@ def parse_json_calls(text: str) -> list[dict]:
             value = parse_json_values(text)
         except json.JSONDecodeError as e2:
             raise CallParseError("call_parse_error", f"not valid JSON: {e2.msg} (char {e2.pos})") from None
+        except (ValueError, RecursionError) as e2:  # integers over the digit limit, nesting too deep
+            raise CallParseError("call_parse_error", f"not usable JSON ({type(e2).__name__})") from None
         if not all(isinstance(v, dict) for v in value):
             raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects")
     items = value if isinstance(value, list) else [value]

@@ -493,10 +493,10 @@ def _tools_from_system(text: str) -> list[dict] | None:
     body = next((b for b in reversed(blocks) if b), "")
     try:
         value = json.loads(body) if body else []
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         try:
             value = parse_json_values(body)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             try:
                 value = python_literal(body)
             except CallParseError as e:
