@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from balancetrl.commands.check import run_check
-from balancetrl.data.formats import ConversationTags, detect_format, load_dataset_info, load_records
+from balancetrl.data.formats import (
+    ConversationTags,
+    detect_format,
+    load_dataset_info,
+    load_records,
+)
 from balancetrl.data.io import InputError
 
 DATA = Path(__file__).parent / "data" / "conversations"

@@ -23,7 +23,7 @@ from .calls import (
     split_assistant_output,
     to_tool_calls,
 )
-from .record import SharedTool
+from .record import Record, SharedTool
 
 REASONS = {
     # reader / loader (record could not even be converted)
@@ -421,7 +421,7 @@ def _normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict
 
 
 def check_record(
-    record: dict,
+    record: Record,
     fix: bool = False,
     require_cot: bool = True,
     cot_open: str = "<think>",
@@ -430,7 +430,7 @@ def check_record(
     """Run the Base Quality Check, then the Answer Check of every assistant turn.
 
     Args:
-        record: a canonical record (see `balancetrl.data.formats`).
+        record: a canonical record (`balancetrl.data.record.Record`, docs/data.md), as the loaders produce it.
         fix: repair fixable format defects (the xlam `[ func(...)]` space) instead of failing; repaired
             defects are listed in `outcome.fixes`.
         require_cot: every assistant turn must carry a CoT (the paper's data); set False for data without CoT.

@@ -41,7 +41,7 @@ from .calls import (
     to_tool_calls,
 )
 from .io import InputError, RawRow, read_records
-from .record import SharedTool
+from .record import Record, SharedTool
 
 FORMATS = ("xlam", "xlam_cot", "messages", "sharegpt", "openai", "hermes", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
@@ -235,7 +235,7 @@ def _calls(value: Any) -> list[dict]:
 # ---------------------------------------------------------------- converters
 
 
-def from_xlam(row: dict, line: int = 0) -> dict:
+def from_xlam(row: dict, line: int = 0) -> Record:
     """One xlam-function-calling-60k row → canonical record (assistant = ground truth, reference = same)."""
     _require(row, "query", "tools", "answers")
     calls = _calls(row["answers"])
@@ -250,7 +250,7 @@ def from_xlam(row: dict, line: int = 0) -> dict:
     }
 
 
-def from_xlam_cot(row: dict, line: int = 0) -> dict:
+def from_xlam_cot(row: dict, line: int = 0) -> Record:
     """xlam row + distilled response → canonical record; the raw response is the assistant `content`."""
     key = next((k for k in RESPONSE_KEYS if k in row), None)
     if key is None:
@@ -314,7 +314,7 @@ def _message(msg: Any) -> Any:
     return msg
 
 
-def from_messages(row: dict, line: int = 0) -> dict:
+def from_messages(row: dict, line: int = 0) -> Record:
     """Conversational `{"messages", "tools"}` row (or a canonical record) → canonical record."""
     _require(row, "messages")
     messages = row["messages"]
@@ -367,7 +367,7 @@ def bfcl_reference(ground_truth: list[dict]) -> list[dict]:
     return calls
 
 
-def from_bfcl(question: dict, answer: dict | None = None) -> dict:
+def from_bfcl(question: dict, answer: dict | None = None) -> Record:
     """One BFCL question row (+ its possible-answer row) → canonical record. Single-turn categories only."""
     _require(question, "id", "question", "function")
     turns = question["question"]
@@ -541,7 +541,7 @@ def _check_turn_order(kinds: list[str]) -> None:
         raise FormatError("invalid_turn_order", "the conversation ends without an assistant or function_call turn")
 
 
-def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool) -> dict:
+def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool) -> Record:
     """Shared by `sharegpt` and `openai`: map the roles, turn call turns and tool results into canonical messages."""
     _require(row, tags.messages)
     turns = row[tags.messages]
@@ -604,21 +604,21 @@ def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool)
     return {"id": str(row.get("id", f"row-{line}")), "tools": tools or [], "messages": messages}
 
 
-def from_sharegpt(row: dict, line: int = 0, tags: ConversationTags | None = None) -> dict:
+def from_sharegpt(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
     """LLaMA-Factory sharegpt row (`conversations` of `{"from", "value"}` turns: human / gpt / function_call /
     observation / system, plus a `tools` JSON string) → canonical record. Hermes-style sharegpt rows (`from: tool`,
     `<tool_call>`/`<tool_response>` blocks, tools in the system prompt's `<tools>` block) load too."""
     return _conversation(row, line, tags or ConversationTags(), keep_keys=False)
 
 
-def from_openai(row: dict, line: int = 0, tags: ConversationTags | None = None) -> dict:
+def from_openai(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
     """LLaMA-Factory's `openai` formatting: `messages` with `role`/`content`, `tool_calls`, `tool` results and
     reasoning (`reasoning_content`, or reasoning content parts) → canonical record, with LLaMA-Factory's turn-order
     rule. Same result as `messages` for data that follows that rule; tags configurable with `dataset_info`."""
     return _conversation(row, line, tags or ConversationTags.openai(), keep_keys=True)
 
 
-def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) -> dict:
+def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
     """Hermes-style ChatML text (`text`: `<|im_start|>role\\n…<|im_end|>` turns; calls in `<tool_call>` blocks of
     assistant turns, results in `<tool_response>` blocks of `tool` or `user` turns, tools in the system prompt's
     `<tools>` block or a `tools` column) → canonical record. Assistant turns stay raw text for the check to parse."""

@@ -108,18 +108,22 @@ def dataset_label(script_args, mixture=None) -> str:
 
 def data_source(script_args, mixture=None, split: str = "train"):
     """The rows to check: `dataset_path` as is, or the `split` of `dataset_name` / the mixture as a `Dataset`."""
-    from balancetrl.data.hub import check_arrow_rows, load_mixture, load_named_dataset, pick_split
+    from balancetrl.data.hub import (
+        check_arrow_rows,
+        load_mixture,
+        load_named_dataset,
+        pick_split,
+    )
 
+    train = split == script_args.dataset_train_split
     if mixture is not None and mixture.datasets:
-        key = "dataset_train_split" if split == script_args.dataset_train_split else "dataset_test_split"
-        dataset = pick_split(load_mixture(mixture), split, key)
+        loaded = load_mixture(mixture)
     elif script_args.dataset_name:
-        key = "dataset_train_split" if split == script_args.dataset_train_split else "dataset_test_split"
         loaded = load_named_dataset(script_args.dataset_name, script_args.dataset_config,
                                     streaming=script_args.dataset_streaming)
-        dataset = pick_split(loaded, split, key)
     else:
-        return script_args.dataset_path if split == script_args.dataset_train_split else None
+        return script_args.dataset_path if train else None
+    dataset = pick_split(loaded, split, "dataset_train_split" if train else "dataset_test_split")
     check_arrow_rows(dataset, dataset_label(script_args, mixture))
     return dataset
 
