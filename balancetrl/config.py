@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
@@ -68,6 +69,7 @@ class BalanceSFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self._check_numbers()
         if self.ssb_lambda_mode not in ("learnable", "fixed"):
             raise ValueError(f"ssb_lambda_mode must be 'learnable' or 'fixed', got {self.ssb_lambda_mode!r}")
         if not 0.0 <= self.ssb_lambda_min < self.ssb_lambda_max <= 1.0:
@@ -96,3 +98,32 @@ class BalanceSFTConfig(SFTConfig):
             self.ddp_find_unused_parameters = False
         if self.ssb and self.label_smoothing_factor:
             raise ValueError("label_smoothing_factor is not supported with ssb=True (the SSB loss is a weighted NLL)")
+
+    def _check_numbers(self) -> None:
+        """Numbers transformers/TRL accept but cannot train with: refused here, before any model loads (a negative
+        learning rate trains uphill, `num_train_epochs: -3` "finishes" untrained, `max_length: -1` fails in the
+        collator). transformers itself checks `warmup_steps`, `logging_steps` and the strategies."""
+
+        def number(name: str, value) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            return value
+
+        for name in ("learning_rate", "ssb_lambda_lr"):
+            if getattr(self, name) is None:  # ssb_lambda_lr: defaults to learning_rate
+                continue
+            value = number(name, getattr(self, name))
+            if value < 0 or math.isinf(value):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value} (e.g. {name}: 2.0e-5)")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        epochs = number("num_train_epochs", self.num_train_epochs)
+        if self.max_steps <= 0 and not 0 < epochs < math.inf:
+            raise ValueError(f"num_train_epochs must be > 0, got {epochs} (or set max_steps > 0 to train a number of "
+                             "steps instead)")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                            or self.max_length < 1):
+            raise ValueError(f"max_length must be an integer >= 1 (tokens per sample) or None (no truncation), got "
+                             f"{self.max_length!r}")

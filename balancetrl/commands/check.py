@@ -18,7 +18,7 @@ from trl.cli.commands.base import Command, CommandContext
 
 from ..data.checks import check_record
 from ..data.formats import FORMATS, load_dataset_info, load_records
-from ..data.io import AtomicJsonlWriter, InputError, atomic_write
+from ..data.io import AtomicJsonlWriter, InputError, atomic_write, why_unusable
 
 OUTPUTS = ("base", "hard", "rejected")
 
@@ -56,22 +56,25 @@ def run_check(
             if row.error:
                 kept = dict(row.data) if isinstance(row.data, dict) else {"raw": row.raw}
                 kept.update(reject_reason=row.error, reject_message=row.message, line=row.line)
-                writers["rejected"].write(kept)
+                reason = _write_or_reject(writers["rejected"], kept, row) or row.error
                 outcomes["rejected"] += 1
-                reasons["rejected"][row.error] += 1
+                reasons["rejected"][reason] += 1
                 continue
             result = check_record(row.data, fix=fix, require_cot=require_cot, cot_open=cot_open,
                                   cot_close=cot_close)
-            record = result.record
+            record, outcome, reason = result.record, result.outcome, result.reason
             if result.outcome == "rejected":
                 record = dict(record, reject_reason=result.reason, reject_message=result.message, line=row.line)
-                reasons["rejected"][result.reason] += 1
             elif result.outcome == "hard":
                 record = dict(record, hard_reason=result.reason, hard_message=result.message)
-                reasons["hard"][result.reason] += 1
-            fixed.update(result.fixes)
-            writers[result.outcome].write(record)
-            outcomes[result.outcome] += 1
+            unwritable = _write_or_reject(writers[outcome], record, row, writers["rejected"])
+            if unwritable:
+                outcome, reason = "rejected", unwritable
+            else:
+                fixed.update(result.fixes)
+            if outcome != "base":
+                reasons[outcome][reason] += 1
+            outcomes[outcome] += 1
         total = sum(outcomes.values())
         seconds = time.perf_counter() - start
         report = {
@@ -96,6 +99,19 @@ def run_check(
         for w in writers.values():
             w.abort()
         raise
+
+
+def _write_or_reject(writer: AtomicJsonlWriter, record: dict, row, rejected: AtomicJsonlWriter | None = None):
+    """Write `record`; when JSON cannot hold it (a parquet timestamp, nesting too deep for the encoder), write
+    a stub naming the line to `rejected` (default: `writer`) instead and return the reason code."""
+    try:
+        writer.write(record)
+        return None
+    except (TypeError, ValueError, RecursionError) as e:
+        why = f"{type(e).__name__}: {why_unusable(e)}"
+        (rejected or writer).write({"line": row.line, "reject_reason": "unwritable_record",
+                                    "reject_message": f"line {row.line}: cannot be written as JSON ({why})"})
+        return "unwritable_record"
 
 
 class CheckCommand(Command):

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .io import why_unusable
+
 
 class CallParseError(ValueError):
     """A call block or assistant output that cannot be parsed. `reason` is a machine-readable code."""
@@ -57,18 +59,26 @@ _BARE_CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\((?:[A-Za-z_]\w*\s*=.*)?\)$", re.D
 _PYTHON_LIST_RE = re.compile(r"^\[\s*[A-Za-z_][\w.]*\s*\(")
 # BFCL and some generators write JSON literals inside Python calls.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
+# ~4,000 decimal digits: below the 4,300 past which Python refuses to print an int (json.dumps included)
+_MAX_INT_BITS = 13_300
 
 
 def _literal(node: ast.AST) -> Any:
     """Convert an AST literal to a JSON-like value (tuples and sets become lists)."""
     if isinstance(node, ast.Constant) and not isinstance(node.value, (bytes, complex)) and node.value is not ...:
+        if type(node.value) is int and abs(node.value).bit_length() > _MAX_INT_BITS:
+            # a hex literal parses to any size, but no JSON writer can then print it in decimal
+            raise CallParseError("call_parse_error", "an integer too large to write as JSON")
         return node.value
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         return [_literal(e) for e in node.elts]
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise CallParseError("call_parse_error", "dict unpacking (**) is not a literal value")
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        keys = [_literal(k) for k in node.keys]
+        if not all(isinstance(k, (str, int, float, bool)) or k is None for k in keys):
+            raise CallParseError("call_parse_error", "a dict key is not a string or a number")
+        return dict(zip(keys, (_literal(v) for v in node.values)))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = _literal(node.operand)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -95,6 +105,15 @@ def parse_python_calls(text: str) -> list[dict]:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise CallParseError("call_parse_error", f"not a Python call list: {e.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes; nesting too deep for the parser
+        raise CallParseError("call_parse_error", f"not a Python call list: {why_unusable(e)}") from None
+    try:
+        return _calls_from_tree(tree)
+    except RecursionError:
+        raise CallParseError("call_parse_error", "argument values nested too deeply") from None
+
+
+def _calls_from_tree(tree: ast.Expression) -> list[dict]:
     body = tree.body
     nodes = body.elts if isinstance(body, (ast.List, ast.Tuple)) else [body]
     calls = []
@@ -130,6 +149,9 @@ def normalize_call(obj: Any) -> dict:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as e:
             raise CallParseError("call_parse_error", f"{name}: arguments are not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
+            raise CallParseError("call_parse_error",
+                                 f"{name}: arguments are not usable JSON ({why_unusable(e)})") from None
     if not isinstance(arguments, dict):
         raise CallParseError("call_parse_error", f"{name}: arguments must be an object")
     return {"name": name, "arguments": arguments}
@@ -145,7 +167,7 @@ def python_literal(text: str) -> Any:
     except SyntaxError as e:
         raise CallParseError("call_parse_error", f"not a Python literal: {e.msg}") from None
     except (RecursionError, MemoryError, ValueError, TypeError) as e:  # too deep, huge ints, unhashable keys
-        raise CallParseError("call_parse_error", f"not a usable Python literal ({type(e).__name__})") from None
+        raise CallParseError("call_parse_error", f"not a usable Python literal: {why_unusable(e)}") from None
 
 
 def parse_json_values(text: str) -> list:
@@ -172,10 +194,12 @@ def parse_json_calls(text: str) -> list[dict]:
             value = parse_json_values(text)
         except json.JSONDecodeError as e2:
             raise CallParseError("call_parse_error", f"not valid JSON: {e2.msg} (char {e2.pos})") from None
-        except (ValueError, RecursionError) as e2:  # integers over the digit limit, nesting too deep
-            raise CallParseError("call_parse_error", f"not usable JSON ({type(e2).__name__})") from None
+        except (ValueError, RecursionError) as e2:  # an integer past Python's 4,300 digits; deep nesting
+            raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e2)}") from None
         if not all(isinstance(v, dict) for v in value):
             raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects")
+    except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
+        raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
     items = value if isinstance(value, list) else [value]
     return [normalize_call(item) for item in items]
 

@@ -44,6 +44,7 @@ REASONS = {
     "invalid_turn_order": "conversation turns do not alternate user/observation and assistant/function_call",
     "invalid_function_call": "a function_call turn holds text instead of calls",
     "invalid_chatml": "ChatML text that is not a sequence of closed <|im_start|>…<|im_end|> turns",
+    "unwritable_record": "a value JSON cannot hold (nesting too deep for the encoder, a non-JSON type)",
     # Base Quality Check
     "tools_not_list": "'tools' is not a list",
     "invalid_tool_schema": "a tool is not a valid function schema",
@@ -365,6 +366,8 @@ def _tools_ok(tools: Any) -> CheckResult:
         props, required = params.get("properties", {}), params.get("required", [])
         if params.get("type", "object") != "object" or not isinstance(props, dict) or not isinstance(required, list):
             return _fail("invalid_tool_schema", f"tool {fn['name']!r}: parameters must be an object schema")
+        if not all(isinstance(r, str) for r in required):
+            return _fail("invalid_tool_schema", f"tool {fn['name']!r}: 'required' must list parameter names")
         missing = [r for r in required if r not in props]
         if missing:
             return _fail("invalid_tool_schema", f"tool {fn['name']!r}: required {missing} not in properties")
@@ -394,6 +397,8 @@ def _normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict
     content = msg.get("content")
     issues: list[str] = []
     calls = from_tool_calls(tool_calls) if tool_calls is not None else None
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise CallParseError("malformed_record", f"reasoning_content must be a string, got {type(reasoning).__name__}")
     if isinstance(reasoning, str) and (cot_open in reasoning or cot_close in reasoning):
         # e.g. a truncated generation whose opening tag leaked into the CoT field
         if cot_open in reasoning and cot_close not in reasoning:
@@ -465,6 +470,8 @@ def check_record(
             new, issues, calls = _normalise_assistant(m, cot_open, cot_close)
         except CallParseError as e:
             return reject(e.reason, f"turn {turn}: {e.message}")
+        except (TypeError, AttributeError, ValueError, RecursionError) as e:  # a field of the wrong shape
+            return reject("malformed_record", f"turn {turn}: {type(e).__name__}: {str(e)[:200]}")
         if not (new.get("reasoning_content") or new.get("tool_calls") or _has_text(new.get("content"))):
             return reject("empty_assistant_turn", f"turn {turn}: no reasoning, calls or content")
         if require_cot and not (new.get("reasoning_content") or "").strip():
@@ -485,7 +492,7 @@ def check_record(
         ref = reference[turn - 1] if reference is not None else None
         try:
             result = _answer_check(calls, ref, out.get("tools", []), issues, fix, f"turn {turn}")
-        except (CallParseError, KeyError, TypeError, AttributeError) as e:  # a malformed reference
+        except (CallParseError, KeyError, TypeError, AttributeError, RecursionError) as e:  # a malformed reference
             return reject("reference_mismatch", f"turn {turn}: malformed reference ({e})")
         if fix:
             fixes.extend(issues)  # repaired even if the turn then fails on content

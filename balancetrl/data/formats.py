@@ -40,7 +40,7 @@ from .calls import (
     split_assistant_output,
     to_tool_calls,
 )
-from .io import InputError, RawRow, read_records
+from .io import InputError, RawRow, read_records, why_unusable
 from .record import Record, SharedTool
 
 FORMATS = ("xlam", "xlam_cot", "messages", "sharegpt", "openai", "hermes", "bfcl")
@@ -75,6 +75,8 @@ def _decode(value: Any, field: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as e:
             raise FormatError(f"invalid_{field}_json", f"'{field}' is not valid JSON: {e.msg}") from None
+        except (ValueError, RecursionError) as e:
+            raise FormatError(f"invalid_{field}_json", f"'{field}' is not usable JSON: {why_unusable(e)}") from None
     return value
 
 
@@ -696,8 +698,11 @@ def load_records(
         except FormatError as e:
             yield RawRow(row.line, row.data, e.reason, f"line {row.line}: {e.message}")
             continue
-        except (TypeError, AttributeError, KeyError) as e:  # wrong shapes deep inside a row
+        except (TypeError, AttributeError, KeyError, ValueError) as e:  # wrong shapes deep inside a row
             yield RawRow(row.line, row.data, "malformed_record", f"line {row.line}: {type(e).__name__}: {e}")
+            continue
+        except RecursionError:
+            yield RawRow(row.line, row.data, "malformed_record", f"line {row.line}: values nested too deeply")
             continue
         yield RawRow(row.line, record)
 
@@ -711,5 +716,8 @@ def _bfcl_answers(source: Any, answers: str | os.PathLike | None) -> dict:
     for row in read_records(answers):
         if row.error:
             raise InputError(f"{answers}: {row.message}")
+        if not isinstance(row.data.get("id"), str):
+            raise InputError(f"{answers}: line {row.line}: a possible-answer row needs a string 'id' (the id of its "
+                             f"question); got keys {sorted(row.data)[:8]}")
         out[row.data["id"]] = row.data
     return out

@@ -34,13 +34,20 @@ class InputError(ValueError):
     """The input as a whole is unusable (missing, empty, unknown type); the message names the file/line."""
 
 
+def why_unusable(e: BaseException) -> str:
+    """Why `json`/`ast` refused hostile text beyond a syntax error: an integer past Python's 4,300 digits (the
+    ValueError's own message) or nesting deeper than the interpreter's stack allows."""
+    return "nested too deeply" if isinstance(e, (RecursionError, MemoryError)) else str(e)[:160]
+
+
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8")
+                # utf-8-sig on the first line: editors on Windows start files with a byte-order mark
+                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 yield RawRow(line_no, error="invalid_utf8", message=f"line {line_no}: not UTF-8 ({e.reason} at byte "
                              f"{e.start})", raw=raw.decode("utf-8", errors="replace").rstrip("\r\n"))
@@ -50,6 +57,10 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             except json.JSONDecodeError as e:
                 yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: invalid JSON ({e.msg}, "
                              f"column {e.colno})", raw=text.rstrip("\r\n"))
+                continue
+            except (ValueError, RecursionError) as e:
+                yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: unusable JSON "
+                             f"({why_unusable(e)})", raw=text.rstrip("\r\n"))
                 continue
             if not isinstance(data, dict):
                 yield RawRow(line_no, error="not_an_object", message=f"line {line_no}: a record must be a JSON "
@@ -61,11 +72,13 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
 def _read_json(path: Path) -> Iterator[RawRow]:
     # A JSON array cannot be streamed with the stdlib; JSONL is the format for large inputs.
     try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
+        value = json.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{path}: unusable JSON ({why_unusable(e)})") from None
     if isinstance(value, dict):
         # {"data": [...]} and similar single-key wrappers; a lone object is one record
         lists = [v for v in value.values() if isinstance(v, list)]
@@ -76,10 +89,15 @@ def _read_json(path: Path) -> Iterator[RawRow]:
 
 
 def _read_parquet(path: Path, batch_size: int = 1024) -> Iterator[RawRow]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{path}: not a Parquet file ({e}); use .jsonl or .json for JSON data") from None
     line = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+    for batch in parquet.iter_batches(batch_size=batch_size):
         for row in batch.to_pylist():
             line += 1
             yield RawRow(line, row)
@@ -124,7 +142,7 @@ def read_records(source: str | os.PathLike | Iterable[Any]) -> Iterator[RawRow]:
     if suffix in (".jsonl", ".ndjson"):
         rows = _read_jsonl(path)
     elif suffix == ".json":
-        rows = _read_json(path) if _first_char(path) == "[" else _read_jsonl(path)
+        rows = _read_json(path) if _is_json_document(path) else _read_jsonl(path)
     elif suffix == ".parquet":
         rows = _read_parquet(path)
     else:
@@ -137,11 +155,39 @@ def read_records(source: str | os.PathLike | Iterable[Any]) -> Iterator[RawRow]:
         raise InputError(f"{path}: no records (only blank lines)")
 
 
-def _first_char(path: Path) -> str:
-    # BFCL ships JSON-lines in files named .json; look at the content, not just the name.
+_MAX_DOCUMENT_BYTES = 512 * 2**20
+
+
+def _is_json_document(path: Path) -> bool:
+    """True for one JSON document (an array, `{"data": [...]}`, a pretty-printed object); False for JSON lines.
+
+    BFCL ships JSON-lines in files named .json, so the content decides: an array is a document; so is a file whose
+    first line is not a complete JSON value but whose whole text is, or which holds one line only.
+    """
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    return head[:1].decode("ascii", errors="replace")
+        first = f.readline()
+        while first and not first.strip():
+            first = f.readline()
+        first = first.removeprefix(b"\xef\xbb\xbf").strip()
+        if first[:1] == b"[":
+            return True
+        try:
+            json.loads(first)
+        except (ValueError, RecursionError):
+            # "{" of a pretty-printed object, or a bad first record of JSON lines (reported as such): the whole
+            # file decides, unless it is too large to be anything but JSON lines
+            if path.stat().st_size > _MAX_DOCUMENT_BYTES:
+                return False
+            try:
+                json.loads(path.read_bytes().decode("utf-8-sig"))
+                return True
+            except (ValueError, RecursionError):
+                return False
+        rest = f.readline()
+        while rest and not rest.strip():
+            rest = f.readline()
+        # one line holding one object: a wrapper such as {"data": [...]} or a single record; both are documents
+        return not rest
 
 
 @contextlib.contextmanager

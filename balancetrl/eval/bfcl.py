@@ -135,44 +135,107 @@ def split_think(text: str) -> tuple[str, str]:
 
 _SAFE_ARITH_NODES = (ast.BinOp, ast.UnaryOp, ast.Constant, ast.unaryop, ast.Add, ast.Sub, ast.Mult,
                      ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)  # no shifts: 1 << 10**12 exhausts memory
+# bfcl's checker calls `repr` on decoded values, which raises past 4,300 decimal digits (and our result writing
+# too); plausible arguments are far below these bounds.
+_MAX_DIGITS = 1000  # of an int literal, and of what one arithmetic expression may evaluate to
+_MAX_EXPONENT = 64
+_MAX_POW_BASE = 10**12
+# bfcl's decoder recurses per nesting level, and how deep Python can go depends on the caller's stack: refuse
+# what no call list needs rather than find out inside bfcl.
+_MAX_DEPTH = 100
+_JSON_KEY_TYPES = (str, int, float, bool, type(None))
 
 
-def _safe_arith(node: ast.AST) -> bool:
-    # One bounded power at most: (9**64)**64**... nested powers would hang the eval() as well.
-    if sum(isinstance(n, ast.Pow) for n in ast.walk(node)) > 1:
-        return False
-    for sub in ast.walk(node):
-        if not isinstance(sub, _SAFE_ARITH_NODES):
-            return False
-        if isinstance(sub, ast.Constant) and type(sub.value) not in (int, float):
-            return False
-        # 9**9**9 would hang the eval(); plausible arguments never need big powers.
-        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Pow):
-            exp = sub.right
-            if not (isinstance(exp, ast.Constant) and abs(exp.value) <= 64):
-                return False
-    return True
+def _int_digits(value: int) -> int:
+    # an upper bound from the bit length: never converts to decimal, which itself fails past 4,300 digits
+    return int(abs(value).bit_length() * 0.30103) + 1
+
+
+def _number(node: ast.AST) -> int | float | None:
+    """The value of a numeric literal, with an optional sign; None for anything else."""
+    sign = 1
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign, node = (-sign if isinstance(node.op, ast.USub) else sign), node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sign * node.value
+    return None
+
+
+def _digits_bound(node: ast.AST) -> float | None:
+    """An upper bound on the decimal digits of the arithmetic expression `node` evaluates to; None when `node` is
+    not number-only arithmetic or its power is not a small literal exponent on a bounded literal base."""
+    if isinstance(node, ast.Constant):
+        if type(node.value) is float:
+            return 1.0
+        return float(_int_digits(node.value)) if type(node.value) is int else None
+    if isinstance(node, ast.UnaryOp):
+        return _digits_bound(node.operand) if isinstance(node.op, (ast.USub, ast.UAdd)) else None
+    if not isinstance(node, ast.BinOp) or not isinstance(node.op, _SAFE_ARITH_NODES):
+        return None
+    if isinstance(node.op, ast.Pow):
+        # 9**9**9 or (9**64)**64 would hang the eval(); a 70-digit base **64 breaks bfcl's repr
+        base, exp = _number(node.left), _number(node.right)
+        if base is None or exp is None or abs(exp) > _MAX_EXPONENT or abs(base) > _MAX_POW_BASE:
+            return None
+        return 1.0 + _int_digits(int(abs(base))) * max(abs(exp), 1)
+    left, right = _digits_bound(node.left), _digits_bound(node.right)
+    if left is None or right is None:
+        return None
+    if isinstance(node.op, ast.Mult):
+        return left + right
+    return max(left, right) + 1  # + - / // %: never more than one digit beyond the larger operand
+
+
+def _too_deep(tree: ast.AST) -> bool:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return False
 
 
 def is_safe_to_decode(text: str) -> bool:
-    """False when bfcl's python decoder would `eval()` something other than plain arithmetic.
+    """False when bfcl's python decoder would `eval()` something other than small number-only arithmetic.
 
-    bfcl's `resolve_ast_by_type` evals binary operations and lambdas found in arguments. Model
-    output is untrusted, so those must be number-only arithmetic; anything else is refused (and
-    scored as an undecodable answer). Text that is not Python at all is safe: it never reaches eval.
+    bfcl's `resolve_ast_by_type` evals binary operations and lambdas found in arguments. Model output is
+    untrusted, so those must be number-only arithmetic with a bounded result (a power: a literal exponent of at
+    most 64 on a literal base of at most 10**12); anything else is refused (and scored as an undecodable
+    answer). Only text that Python rejects with a plain `SyntaxError` is safe unparsed: it never reaches eval.
+    Any other failure (`RecursionError`, `MemoryError`, ...) depends on the stack depth or memory of the moment,
+    so the same text might parse inside bfcl: refused. So are int literals past 1,000 digits (hex ones parse,
+    then break bfcl's `repr`), nesting past 100 levels, and values bfcl could decode but not write as JSON.
     """
     candidate = text.strip("`\n ")
     candidate = ("[" if not candidate.startswith("[") else "") + candidate
     candidate += "]" if not candidate.endswith("]") else ""
     try:
         tree = ast.parse(candidate.strip().strip("'"), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except SyntaxError:
         return True
+    except Exception:  # noqa: BLE001 - every other failure is refused, see the docstring
+        return False
+    if _too_deep(tree):
+        return False
     for node in ast.walk(tree):
         if isinstance(node, ast.Lambda):
             return False
-        if isinstance(node, ast.BinOp) and not _safe_arith(node):
+        if isinstance(node, ast.Constant) and type(node.value) is int and _int_digits(node.value) > _MAX_DIGITS:
             return False
+        # bfcl writes decoded values with json.dumps (`bfcl evaluate` dies on them): no bytes or complex values,
+        # no dict keys but plain ones ({(0, 0): 'x'} decodes to a tuple key)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, complex)):
+            return False
+        if isinstance(node, ast.Dict) and not all(
+            isinstance(k, ast.Name) or (isinstance(k, ast.Constant) and isinstance(k.value, _JSON_KEY_TYPES))
+            for k in node.keys
+        ):
+            return False
+        if isinstance(node, ast.BinOp):
+            bound = _digits_bound(node)
+            if bound is None or bound > _MAX_DIGITS:
+                return False
     return True
 
 
@@ -205,9 +268,9 @@ def answer_text(category: str, raw_output: str, prompt_style: str = "prompt") ->
 
         try:
             calls, rest = parse_tool_call_blocks(answer)
-        except CallParseError:
-            calls, rest = [], answer
-        answer = render_python_calls(calls) if calls else rest
+            answer = render_python_calls(calls) if calls else rest
+        except (CallParseError, RecursionError):  # RecursionError: repr of a deeply nested argument
+            pass  # the text goes on as is: the guard below decides whether bfcl may decode it
     if category in ("simple_java", "simple_javascript") or is_safe_to_decode(answer):
         return answer
     return REFUSED_OUTPUT
@@ -242,13 +305,43 @@ def score_entry(category: str, item: dict, result: str, handler=None) -> dict:
     verdict = {"valid": bool(out["valid"]), "error_type": out.get("error_type"), "error": out.get("error")}
     decoded = out.get("model_result_decoded", out.get("decoded_result"))
     if decoded is not None:
-        verdict["decoded"] = decoded if isinstance(decoded, (list, dict, str)) else str(decoded)
+        verdict["decoded"] = _json_safe(decoded if isinstance(decoded, (list, dict, str)) else str(decoded))
     return verdict
 
 
-def score_category(category: str, items: list[dict], results: list[str]) -> list[dict]:
+def _json_safe(value):
+    # bfcl decodes `{(0, 0): 'x'}` to a dict with a tuple key, which no JSON writer takes
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return str(value)
+        except (ValueError, RecursionError):
+            return f"<a decoded {type(value).__name__} that cannot be written out>"
+
+
+def score_answers(category: str, items: list[dict], answers: list[str]) -> tuple[list[str], list[dict]]:
+    """`(answers, verdicts)`: bfcl's verdict on each answer.
+
+    An answer whose scoring raises inside bfcl's checker (which `bfcl evaluate` would die on as well) is replaced
+    by `REFUSED_OUTPUT` and scored as that, so one output never loses the other samples and the result files hold
+    only what bfcl's own scorer can read.
+    """
     handler = _handler()
-    return [score_entry(category, item, res, handler) for item, res in zip(items, results)]
+    answers, verdicts = list(answers), []
+    for k, (item, answer) in enumerate(zip(items, answers)):
+        try:
+            verdicts.append(score_entry(category, item, answer, handler))
+        except Exception as e:  # noqa: BLE001 - any checker failure on model output is that sample's problem
+            answers[k] = REFUSED_OUTPUT
+            verdict = score_entry(category, item, REFUSED_OUTPUT, handler)
+            verdicts.append({**verdict, "scorer_error": f"{type(e).__name__}: {str(e)[:200]}"})
+    return answers, verdicts
+
+
+def score_category(category: str, items: list[dict], results: list[str]) -> list[dict]:
+    return score_answers(category, items, results)[1]
 
 
 def write_result_file(result_dir: str | Path, category: str, records: list[dict]) -> Path:

@@ -98,7 +98,7 @@ def evaluate_bfcl(
     (output_dir / "samples").mkdir(parents=True, exist_ok=True)
     for c in cats:
         answers = [bfcl.answer_text(c, g.text, prompt_style) for _, _, g in by_cat[c]]
-        verdicts = bfcl.score_category(c, [it for it, _, _ in by_cat[c]], answers)
+        answers, verdicts = bfcl.score_answers(c, [it for it, _, _ in by_cat[c]], answers)
         records = []
         with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
             for (item, prompt, g), answer, v in zip(by_cat[c], answers, verdicts):
@@ -107,10 +107,13 @@ def evaluate_bfcl(
                     "id": item["id"], "result": answer, "input_token_count": g.input_tokens,
                     "output_token_count": g.output_tokens, "latency": g.latency,
                 }
-                if reasoning:
+                # raw_output stays in the sample (to read, never re-scored); bfcl's result file gets the marker
+                decodable = answer != bfcl.REFUSED_OUTPUT
+                if reasoning and decodable:
                     rec["reasoning_content"] = reasoning
                 records.append(rec)
-                f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, **v}, default=str) + "\n")
+                f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, "decodable": decodable, **v},
+                                   default=str) + "\n")
         bfcl.write_result_file(result_dir, c, records)
         rows.append(report.summarize(c, verdicts, [g.latency for _, _, g in by_cat[c]]))
 

@@ -117,6 +117,7 @@ class HDRConfig:
     seed: int | None = field(default=None, metadata={"help": "Seed of generation and replay (default: trainer's)."})
 
     def __post_init__(self):
+        self._check_types()
         for name in ("cold_start_epochs", "max_rounds", "epochs_per_round", "num_generations", "max_new_tokens",
                      "generation_batch_size"):
             if getattr(self, name) < 1:
@@ -135,6 +136,34 @@ class HDRConfig:
             raise ValueError(f"hdr.temperature must be >= 0, got {self.temperature}")
         if isinstance(self.judges, (str, dict)):
             self.judges = [self.judges]
-        from .verdicts import parse_judges
+        from .verdicts import check_panel_settings, parse_judges
 
-        parse_judges(self.judges)  # fail at config time on a malformed judge, not after the cold start
+        judges = parse_judges(self.judges)  # fail at config time on a malformed judge, not after the cold start
+        if not judges and self.min_votes is not None:
+            raise ValueError(f"hdr.min_votes={self.min_votes!r} needs judges: without `hdr.judges` the Answer Check "
+                             "alone accepts answers (unset min_votes, or add judges)")
+        check_panel_settings(len(judges), self.judge_threshold, self.min_votes, self.judge_concurrency,
+                             self.judge_timeout, self.judge_retries, names=_PANEL_KEYS)
+
+    def _check_types(self) -> None:
+        """Each value has its field's type: a recipe's `max_rounds: "three"` is named here, not met as a
+        `'<' not supported` later. An int is accepted where a float is wanted."""
+        import dataclasses
+        import math
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            base, _, optional = str(f.type).partition(" | ")
+            expected = _FIELD_TYPES.get(base)
+            if expected is None or (value is None and optional == "None"):
+                continue
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                raise ValueError(f"hdr.{f.name} must be {_TYPE_WORDS[base]}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"hdr.{f.name} must be a finite number, got {value!r}")
+
+
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_PANEL_KEYS = {"threshold": "hdr.judge_threshold", "min_votes": "hdr.min_votes", "concurrency": "hdr.judge_concurrency",
+               "timeout": "hdr.judge_timeout", "retries": "hdr.judge_retries"}

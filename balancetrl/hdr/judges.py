@@ -36,6 +36,7 @@ from .verdicts import (  # noqa: F401 -- re-exported: the panel's public records
     PanelResult,
     PanelTotals,
     Verdict,
+    check_panel_settings,
     parse_judges,
 )
 
@@ -63,12 +64,7 @@ class JudgePanel:
         self.judges = parse_judges(judges)
         if not self.judges:
             raise ValueError("a judge panel needs at least one judge")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if min_votes is not None and not 1 <= min_votes <= len(self.judges):
-            raise ValueError(f"min_votes must be in [1, {len(self.judges)}], got {min_votes}")
-        if concurrency < 1 or timeout <= 0 or retries < 0:
-            raise ValueError("concurrency >= 1, timeout > 0 and retries >= 0 required")
+        check_panel_settings(len(self.judges), threshold, min_votes, concurrency, timeout, retries)
         self.threshold, self.min_votes = float(threshold), min_votes
         self.concurrency, self.timeout, self.retries = int(concurrency), float(timeout), int(retries)
         self.backoff, self.backoff_max = float(backoff), float(backoff_max)

@@ -103,12 +103,19 @@ def gate(sample: HardSample, text: str, index: int, require_cot: bool, cot: tupl
     except CallParseError as e:
         log.gate = f"parse:{getattr(e, 'reason', 'error')}"
         return log
+    except (ValueError, TypeError, RecursionError):  # model output the parsers did not foresee: never stop training
+        log.reasoning, log.calls, log.content, log.gate = None, None, "", "parse:error"
+        return log
     if require_cot and not log.reasoning:
         log.gate = "no_cot"
     elif log.calls is None and not log.content.strip():
         log.gate = "empty_answer"
     elif sample.reference is not None:
-        result = answer_check(log.calls, sample.reference, sample.tools)
+        try:
+            result = answer_check(log.calls, sample.reference, sample.tools)
+        except (ValueError, TypeError, RecursionError):
+            log.gate = "parse:error"
+            return log
         if not result.ok:
             log.gate = result.reason or "answer_check"
     return log

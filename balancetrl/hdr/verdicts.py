@@ -71,6 +71,35 @@ def parse_judges(value: Any) -> list[JudgeSpec]:
     raise TypeError(f"cannot read judges from {type(value).__name__}")
 
 
+def check_panel_settings(n_judges: int, threshold: Any, min_votes: Any, concurrency: Any, timeout: Any, retries: Any,
+                         names: dict[str, str] | None = None) -> None:
+    """Raise `ValueError` naming the setting (through `names`, e.g. `hdr.judge_threshold`) that a panel of
+    `n_judges` judges cannot work with. Shared by `JudgePanel` and `HDRConfig`, which checks before any model
+    loads."""
+    names = names or {}
+
+    def bad(key: str, value: Any, need: str) -> ValueError:
+        return ValueError(f"{names.get(key, key)} must be {need}, got {value!r}")
+
+    def real(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (real(threshold) and 0.0 <= threshold <= 1.0):
+        raise bad("threshold", threshold, "a number in [0, 1] (a judge's score passes at >= it)")
+    if min_votes is not None and not (integer(min_votes) and 1 <= min_votes <= max(n_judges, 1)):
+        raise bad("min_votes", min_votes, f"an integer in [1, {n_judges}] (the number of judges) or unset "
+                                          "(a strict majority)")
+    if not (integer(concurrency) and concurrency >= 1):
+        raise bad("concurrency", concurrency, "an integer >= 1")
+    if not (real(timeout) and timeout > 0):
+        raise bad("timeout", timeout, "a number of seconds > 0")
+    if not (integer(retries) and retries >= 0):
+        raise bad("retries", retries, "an integer >= 0")
+
+
 # --------------------------------------------------------------------------- data
 @dataclass
 class Candidate:

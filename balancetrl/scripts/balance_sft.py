@@ -89,6 +89,22 @@ class BalanceSFTScriptArguments:
         metadata={"help": "qwen3_training, qwen3 or keep.", "choices": ["qwen3_training", "qwen3", "keep"]},
     )
 
+    def __post_init__(self):
+        # argparse checks `choices` for flags only; a recipe's values arrive as defaults and are checked here
+        from balancetrl.data.formats import FORMATS
+        from balancetrl.models import CHAT_TEMPLATES
+
+        if self.chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template must be one of {', '.join(CHAT_TEMPLATES)}, got {self.chat_template!r} "
+                             "(keep: the model's own template, which must render reasoning_content)")
+        if self.dataset_format not in ("auto", *FORMATS):
+            raise ValueError(f"dataset_format must be auto or one of {', '.join(FORMATS)}, got "
+                             f"{self.dataset_format!r}")
+        for name in ("max_train_samples", "max_hard_samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0 or unset (all records), got {value!r}")
+
 
 def make_parser(prog: str | None = None):
     from trl import DatasetMixtureConfig, ModelConfig
@@ -148,7 +164,6 @@ def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=No
     from accelerate import PartialState
 
     from balancetrl.commands.check import run_check
-    from balancetrl.data.io import read_records
 
     data_dir = Path(output_dir) / "data"
     state = PartialState()
@@ -163,10 +178,17 @@ def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=No
                                    label=dataset_label(script_args, mixture))
             else:
                 report = _copy_unchecked(source, fmt, tags, data_dir, dataset_label(script_args, mixture))
-    base = [r.data for r in read_records(data_dir / "base.jsonl") if not r.error]
-    hard = [r.data for r in read_records(data_dir / "hard.jsonl") if not r.error] if script_args.run_check else []
+    base = _read_split(data_dir / "base.jsonl")
+    hard = _read_split(data_dir / "hard.jsonl") if script_args.run_check else []
     report = json.loads((data_dir / "report.json").read_text())
     return base, hard, report
+
+
+def _read_split(path: Path) -> list[dict]:
+    # An empty split is normal (clean data has no hard record), while `read_records` refuses an empty *input*.
+    from balancetrl.data.io import read_records
+
+    return [r.data for r in read_records(path) if not r.error] if path.stat().st_size else []
 
 
 def _copy_unchecked(source, fmt: str, tags, data_dir: Path, label: str) -> dict:
@@ -243,6 +265,9 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     # The model (and its card) is pushed once, at the end, by push.py: the Trainer's own pushes would upload
     # TRL's card without the BalanceSFT section (and every checkpoint).
     push, training_args.push_to_hub = training_args.push_to_hub, False
+    # transformers pickles the whole TrainingArguments into training_args.bin (and every checkpoint): the token
+    # must not be in them. Only push.py, at the end, needs it.
+    hub_token, training_args.hub_token = training_args.hub_token, None
 
     cot = (training_args.cot_start, training_args.cot_end)
     base, hard, report = split_dataset(script_args, training_args.output_dir, cot, mixture)
@@ -293,7 +318,7 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
         if push:
             from balancetrl.commands.push import push_run
 
-            url = push_run(training_args.output_dir, training_args.hub_model_id, token=training_args.hub_token,
+            url = push_run(training_args.output_dir, training_args.hub_model_id, token=hub_token,
                            private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
             print(f"pushed to {url}")
         print(format_summary(summary, training_args.output_dir))

@@ -102,6 +102,8 @@ class RecipeParser(TrlParser):
             raise RecipeError(f"recipe file not found: {e.filename}") from e
         except yaml.YAMLError as e:
             raise RecipeError(f"recipe {self._config_path} is not valid YAML: {e}") from e
+        except ValueError as e:  # a config dataclass's __post_init__ refused a value; the message names it
+            raise RecipeError(f"{self._config_path}: {e}") from e
         launch = accelerate_launch_options()
         known = self.known_keys()
         for where, rest in ((f"recipe {self._config_path}", config_rest), ("the command line", cli_rest)):
@@ -124,7 +126,12 @@ def _pop_hdr_flags(args: list[str]) -> tuple[list[str], dict]:
                 if i + 1 >= len(args):
                     raise RecipeError(f"{token} needs a value")
                 value, i = args[i + 1], i + 1
-            overrides[key] = yaml.safe_load(value)
+            try:
+                overrides[key] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise RecipeError(f"--hdr.{key}: {value!r} is not a YAML value ({problem}); quote it as a string, "
+                                  f"e.g. --hdr.{key} \"'{value}'\"") from None
         else:
             rest.append(token)
         i += 1
