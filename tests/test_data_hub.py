@@ -106,6 +106,19 @@ def test_exactly_one_data_source():
         preflight.check_data_source(_args(dataset_name="x"), DatasetMixtureConfig(datasets=[{"path": "y"}]))
 
 
+def test_mixture_typo_is_named_before_anything_loads(tmp_path):
+    from balancetrl.scripts.balance_sft import make_parser
+    from balancetrl.scripts.recipe import RecipeError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"output_dir: {tmp_path}\nuse_cpu: true\ndatasets:\n  - path: {SAMPLE}\n    fractoin: 0.5\n")
+    with pytest.raises(RecipeError, match=r"unknown key 'fractoin' in `datasets` entry 1 \(did you mean 'fraction'\?\)"):
+        make_parser().parse_recipe(["--config", str(recipe)])
+    recipe.write_text(f"output_dir: {tmp_path}\nuse_cpu: true\ndatasets:\n  - path: {SAMPLE}\n    fraction: 0.5\n")
+    *_, mixture, _, _, _ = make_parser().parse_recipe(["--config", str(recipe)])
+    assert [(d.path, d.fraction) for d in mixture.datasets] == [(str(SAMPLE), 0.5)]
+
+
 # ------------------------------------------------------------------------------------- through the CLI
 
 
