@@ -1,12 +1,15 @@
 """Throughput of `balancetrl check` on a 60k-record synthetic xlam+CoT file, single process.
 
-    python benchmarks/check_throughput.py [--records 60000] [--cot-words 250] [--keep DIR]
+    python benchmarks/check_throughput.py [--records 60000] [--cot-words 250] [--memory-records 20000,200000]
+                                          [--keep DIR] [--json benchmarks/results/check_throughput.json]
 
 Rows look like xlam-function-calling-60k plus a distilled response (`<think>` ~250 words, then a Python call
 list, sometimes parallel), with a few percent of defects: leading-space format errors, wrong values, unclosed
-CoT, broken JSON lines. Reports (1) records/s of parse+check+write inside one process (`run_check`) and (2) the
-wall time of the whole command in a fresh interpreter (imports included). Goals: >= 20,000 records/s and the
-60k run under 10 s.
+CoT, broken JSON lines. Reports (1) records/CPU-s of parse+check+write inside one process (`run_check`) against
+the floor measured in the same run (read each line, `json.loads`, `json.dumps`, write: what any pure-Python
+checker must do), (2) the wall time of the whole command in a fresh interpreter (imports included), and (3) the
+peak RSS of `balancetrl check` in a fresh interpreter at each `--memory-records` size: memory must stay flat as the
+input grows (goal: the largest size within 2x of the smallest).
 """
 
 from __future__ import annotations
@@ -87,12 +90,31 @@ def make_file(path: Path, n: int, cot_words: int, seed: int = 0) -> None:
                                 "answers": answers, "response": response}, ensure_ascii=False) + "\n")
 
 
+_PEAK_RSS = (
+    "import resource, sys; from balancetrl.commands.check import run_check; "
+    "r = run_check(sys.argv[1], sys.argv[2], progress=False); "
+    "print(r['total'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"  # KiB on Linux
+)
+
+
+def peak_rss(src: Path, out: Path) -> tuple[int, float]:
+    """(records, peak RSS in MiB) of `run_check` on `src` in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(src), str(out)], check=True, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    total, kib = done.stdout.split()[-2:]
+    return int(total), int(kib) / 1024
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=60_000)
     ap.add_argument("--cot-words", type=int, default=250)
+    ap.add_argument("--memory-records", default="20000,200000",
+                    help="comma-separated input sizes for the peak-RSS runs ('' skips them)")
     ap.add_argument("--keep", default=None, help="write input/outputs here instead of a temp folder")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
+    results: dict = {"records": args.records, "cot_words": args.cot_words}
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-check-"))
     root.mkdir(parents=True, exist_ok=True)
     src = root / "synthetic_xlam_cot.jsonl"
@@ -113,7 +135,8 @@ def main(argv=None) -> int:
             except json.JSONDecodeError:
                 pass
     dc = time.process_time() - c
-    print(f"floor (loads + dumps only): CPU {dc:.2f} s = {args.records / dc:,.0f} records/CPU-s")
+    floor = args.records / dc
+    print(f"floor (loads + dumps only): CPU {dc:.2f} s = {floor:,.0f} records/CPU-s")
 
     t, c = time.perf_counter(), time.process_time()
     report = run_check(src, root / "out", progress=False)
@@ -122,6 +145,11 @@ def main(argv=None) -> int:
     print(f"in-process run_check: {report['total']} records in {dt:.2f} s wall = {report['total'] / dt:,.0f} "
           f"records/s; CPU {dc:.2f} s = {report['total'] / dc:,.0f} records/CPU-s")
     print(f"  outcomes {report['outcomes']}, reasons {report['reasons']}, fixed {report['fixed']}")
+    rate = report["total"] / dc
+    print(f"  check vs floor: {floor / rate:.2f}x the floor's CPU time per record (goal: <= 2x)")
+    results.update(floor_records_per_cpu_s=round(floor), check_records_per_cpu_s=round(rate),
+                   check_records_per_wall_s=round(report["total"] / dt), ratio_to_floor=round(floor / rate, 2),
+                   outcomes=report["outcomes"])
 
     # the whole command in a fresh interpreter, imports included (CheckCommand as the CLI runs it)
     code = ("import sys; from argparse import ArgumentParser; from balancetrl.commands.check import CheckCommand; "
@@ -130,7 +158,25 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, "check", str(src), "--output-dir", str(root / "out_cli"),
                     "--fix", "--no-progress"], check=True, cwd=Path(__file__).resolve().parents[1])
-    print(f"whole command (fresh interpreter, --fix): {time.perf_counter() - t:.2f} s wall")
+    results["whole_command_wall_s"] = round(time.perf_counter() - t, 2)
+    print(f"whole command (fresh interpreter, --fix): {results['whole_command_wall_s']:.2f} s wall")
+
+    sizes = [int(n) for n in args.memory_records.split(",") if n.strip()]
+    rss = {}
+    for n in sizes:
+        mem_src = root / f"memory_{n}.jsonl"
+        make_file(mem_src, n, args.cot_words, seed=1)
+        total, mib = peak_rss(mem_src, root / f"out_memory_{n}")
+        mem_src.unlink()
+        rss[n] = round(mib, 1)
+        print(f"peak RSS, {total:,} records: {mib:,.0f} MiB (fresh interpreter, imports included)")
+    if len(rss) > 1:
+        growth = rss[max(rss)] / rss[min(rss)]
+        print(f"  peak RSS at {max(rss):,} / at {min(rss):,} records: {growth:.2f}x (goal: < 2x)")
+        results["peak_rss_growth"] = round(growth, 2)
+    results["peak_rss_mib"] = rss
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

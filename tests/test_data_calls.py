@@ -1,4 +1,5 @@
 import importlib.util
+import json
 
 import pytest
 
@@ -140,3 +141,31 @@ def test_tool_call_parsing_agrees_with_trl_qwen_response_template():
         assert reasoning == theirs.get("reasoning_content")
         assert calls == ([c["function"] for c in theirs["tool_calls"]] if "tool_calls" in theirs else None)
         assert content == (theirs.get("content") or "").strip()
+
+
+def test_json_lines_in_one_block_and_parameters_key_parse_like_the_standard_form():
+    """Distilled-CoT sets write parallel calls as JSON lines inside one <tool_call> block, and some generators
+    use `parameters` for the arguments; both must read exactly as the standard one-block-per-call form."""
+    calls = [{"name": "fetch", "arguments": {"fund": "Axis", "scheme": "Équité", "n": [1, 2]}},
+             {"name": "fetch", "arguments": {"fund": "Axis", "scheme": "Debt"}},
+             {"name": "ping", "arguments": {}}]
+    standard = render_tool_call_block(calls)
+    json_lines = "<tool_call>\n" + "\n".join(json.dumps(c, ensure_ascii=False) for c in calls) + "\n</tool_call>"
+    parameters = "\n".join(
+        "<tool_call>\n" + json.dumps({"name": c["name"], "parameters": c["arguments"]}) + "\n</tool_call>"
+        for c in calls)
+    both = "<tool_call>\n" + "\n".join(json.dumps({"name": c["name"], "parameters": c["arguments"]})
+                                       for c in calls) + "\n</tool_call>"
+    expected = split_assistant_output("<think>r</think>\n" + standard)
+    assert expected.calls == calls
+    for variant in (json_lines, parameters, both):
+        out = split_assistant_output("<think>r</think>\n" + variant)
+        assert (out.reasoning, out.calls, out.content, out.syntax) == ("r", calls, "", "tool_call")
+        assert parse_calls(variant).calls == calls
+    # JSON lines outside a block too (a bare answer), and a mixed list/object sequence is not a call list
+    assert parse_calls("\n".join(json.dumps(c) for c in calls)).calls == calls
+    with pytest.raises(CallParseError) as e:
+        parse_calls('<tool_call>\n{"name": "f", "arguments": {}}\n[1, 2]\n</tool_call>')
+    assert e.value.reason == "call_parse_error"
+    with pytest.raises(CallParseError, match="Expecting"):
+        parse_calls('<tool_call>\n{"name": "f", "arguments": {}}\n{"name": "g", \n</tool_call>')

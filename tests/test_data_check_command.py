@@ -129,3 +129,14 @@ def test_atomic_writers(tmp_path):
         w.write({"a": "é"})
         assert not (tmp_path / "y.jsonl").exists()  # invisible until committed
     assert json.loads((tmp_path / "y.jsonl").read_text()) == {"a": "é"}
+
+
+TOOLRL = Path("/work/shared/data/toolrl_xlam_cot.jsonl")
+
+
+@pytest.mark.skipif(not TOOLRL.is_file(), reason="the shared distilled-CoT set is not on this machine")
+def test_distilled_cot_set_with_json_lines_blocks(tmp_path):
+    """144 of its 319 rows write parallel calls as JSON lines in one <tool_call> block (once `call_parse_error`)."""
+    report = run_check(TOOLRL, tmp_path, progress=False)
+    assert report["outcomes"] == {"base": 313, "hard": 6, "rejected": 0}
+    assert report["reasons"]["hard"] == {"unknown_parameter": 6}

@@ -302,7 +302,7 @@ hub_token: {HUB_TOKEN}
 hdr:
   max_rounds: 1
 """)
-    script_args, training_args, model_args, hdr, _, _ = make_parser().parse_recipe(["--config", str(recipe)])
+    script_args, training_args, model_args, _, hdr, _, _ = make_parser().parse_recipe(["--config", str(recipe)])
     assert isinstance(hdr, HDRConfig) and training_args.hub_token == HUB_TOKEN
     summary = main(script_args, training_args, model_args, hdr)
     return tmp / "out", summary

@@ -30,7 +30,7 @@ def test_recipe_set_is_complete():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_parses_with_every_key_used(path):
-    script, training, model, hdr, config_launch, cli_launch = parse(path)
+    script, training, model, mixture, hdr, config_launch, cli_launch = parse(path)
     assert isinstance(script, BalanceSFTScriptArguments) and isinstance(training, BalanceSFTConfig)
     assert (config_launch, cli_launch) == ([], [])  # no key left over for accelerate: every key is ours or TRL's
     raw = yaml.safe_load(path.read_text())
@@ -52,7 +52,7 @@ def test_recipe_parses_with_every_key_used(path):
 
 def test_paper_setup_numbers():
     path = ROOT / "recipes" / "qwen2.5-coder-7b-instruct" / "balance_sft.yaml"
-    _, training, _, hdr, _, _ = parse(path)
+    _, training, _, _, hdr, _, _ = parse(path)
     acc = yaml.safe_load((ROOT / "recipes" / "accelerate" / "zero3.yaml").read_text())
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps * acc["num_processes"] == 512
     assert training.warmup_steps == 0.05 and training.ssb_lambda_init == 0.7
@@ -61,7 +61,7 @@ def test_paper_setup_numbers():
 
 
 def test_cpu_recipe_is_the_demo():
-    _, training, model, hdr, _, _ = parse(ROOT / "recipes" / "smollm2-135m" / "balance_sft_cpu.yaml")
+    _, training, model, _, hdr, _, _ = parse(ROOT / "recipes" / "smollm2-135m" / "balance_sft_cpu.yaml")
     assert model.model_name_or_path == "smollm2-135m-instruct" and training.use_cpu
     assert hdr.judges == [] and hdr.max_rounds >= 1 and training.max_steps == -1 and not training.packing
 
@@ -85,7 +85,7 @@ def path_of_cpu_recipe():
 
 def test_flags_override_the_recipe_including_hdr():
     path = ROOT / "recipes" / "smollm2-135m" / "balance_sft_cpu.yaml"
-    _, training, _, hdr, _, _ = make_parser().parse_recipe(
+    _, training, _, _, hdr, _, _ = make_parser().parse_recipe(
         ["--config", str(path), "--ssb_lambda_init", "0.6", "--hdr.max_rounds", "3", "--hdr.judges=[]"])
     assert training.ssb_lambda_init == 0.6 and hdr.max_rounds == 3
 

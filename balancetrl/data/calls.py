@@ -157,25 +157,57 @@ def normalize_call(obj: Any) -> dict:
     return {"name": name, "arguments": arguments}
 
 
+_JSON_DECODER = json.JSONDecoder()
+
+
+def python_literal(text: str) -> Any:
+    """A Python literal (`[{'a': 1, 'b': None}]`) → JSON-like value, parsed with `ast` and never evaluated."""
+    try:
+        return _literal(ast.parse(text.strip(), mode="eval").body)
+    except SyntaxError as e:
+        raise CallParseError("call_parse_error", f"not a Python literal: {e.msg}") from None
+    except (RecursionError, MemoryError, ValueError, TypeError) as e:  # too deep, huge ints, unhashable keys
+        raise CallParseError("call_parse_error", f"not a usable Python literal: {why_unusable(e)}") from None
+
+
+def parse_json_values(text: str, separator: str | None = None) -> list:
+    """Several JSON values separated by whitespace, e.g. one call object per line (JSON lines in one block), or by
+    `separator` and whitespace. Raises `json.JSONDecodeError`."""
+    values, pos, end = [], 0, len(text)
+    while pos < end:
+        value, pos = _JSON_DECODER.raw_decode(text, pos)
+        values.append(value)
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        if separator is not None and pos < end and text[pos] == separator:
+            pos += 1
+            while pos < end and text[pos] in " \t\r\n":
+                pos += 1
+    return values
+
+
 def parse_json_calls(text: str) -> list[dict]:
-    """One JSON call, a JSON list of calls, or JSON calls separated by `;` (Llama 3.x parallel calls, the form
-    vLLM's llama3_json parser reads and balancetrl's llama3_training template renders)."""
-    decoder, items, pos = json.JSONDecoder(), [], 0
-    while True:
-        pos = len(text) - len(text[pos:].lstrip())
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
+    """A JSON list of calls, one call object, or several call objects one per line (a common way to write
+    parallel calls inside one `<tool_call>` block) or separated by `;` (Llama 3.x parallel calls, the form vLLM's
+    llama3_json parser reads and balancetrl's llama3_training template renders). The argument key may be
+    `arguments` or `parameters`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg != "Extra data":
             raise CallParseError("call_parse_error", f"not valid JSON: {e.msg} (char {e.pos})") from None
-        except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
-            raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
-        items.extend(value if isinstance(value, list) else [value])
-        rest = text[pos:].lstrip()
-        if not rest:
-            return [normalize_call(item) for item in items]
-        if not rest.startswith(";"):
-            raise CallParseError("call_parse_error", f"not valid JSON: Extra data (char {len(text) - len(rest)})")
-        pos = len(text) - len(rest) + 1
+        try:
+            value = parse_json_values(text, separator=";")
+        except json.JSONDecodeError as e2:
+            raise CallParseError("call_parse_error", f"not valid JSON: {e2.msg} (char {e2.pos})") from None
+        except (ValueError, RecursionError) as e2:  # an integer past Python's 4,300 digits; deep nesting
+            raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e2)}") from None
+        if not all(isinstance(v, dict) for v in value):
+            raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects")
+    except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
+        raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
+    items = value if isinstance(value, list) else [value]
+    return [normalize_call(item) for item in items]
 
 
 def parse_tool_call_blocks(text: str) -> tuple[list[dict], str]:

@@ -1,4 +1,4 @@
-"""Base Quality Check and Answer Check (paper §3.3, DESIGN.md "Data").
+"""Base Quality Check and Answer Check (paper §3.3; outcomes and reason codes in docs/data.md).
 
 `check_record` sends every canonical record to exactly one outcome:
 
@@ -23,6 +23,7 @@ from .calls import (
     split_assistant_output,
     to_tool_calls,
 )
+from .record import Record, SharedTool
 
 REASONS = {
     # reader / loader (record could not even be converted)
@@ -39,6 +40,10 @@ REASONS = {
     "messages_not_list": "'messages' is not a list",
     "unsupported_bfcl": "a multi-turn BFCL question (only single-turn AST categories load)",
     "malformed_record": "a field has the wrong shape",
+    "invalid_role": "a conversation turn has a role tag the format does not define",
+    "invalid_turn_order": "conversation turns do not alternate user/observation and assistant/function_call",
+    "invalid_function_call": "a function_call turn holds text instead of calls",
+    "invalid_chatml": "ChatML text that is not a sequence of closed <|im_start|>…<|im_end|> turns",
     "unwritable_record": "a value JSON cannot hold (nesting too deep for the encoder, a non-JSON type)",
     # Base Quality Check
     "tools_not_list": "'tools' is not a list",
@@ -272,26 +277,27 @@ def _compare_bfcl(name: str, args: dict, alternatives: dict, props: dict, where:
 
 def _assign(calls: list, refs: list, tools: dict, where: str) -> CheckResult:
     """Order-free matching of parallel calls to reference calls (backtracking; n is tiny)."""
-    first_failure: list[CheckResult] = []
-    used = [False] * len(refs)
+    failure: list[CheckResult] = []
+    return OK if _solve(0, calls, refs, tools, where, [False] * len(refs), failure) else failure[0]
 
-    def solve(i: int) -> bool:
-        if i == len(calls):
-            return True
-        for j, ref in enumerate(refs):
-            if used[j]:
-                continue
-            r = _compare_call(calls[i], ref, tools.get(calls[i]["name"]), f"{where}, call {i + 1}")
-            if r.ok:
-                used[j] = True
-                if solve(i + 1):
-                    return True
-                used[j] = False
-            elif not first_failure or (first_failure[0].reason == "wrong_function" != r.reason):
-                first_failure[:] = [r]  # keep the most informative failure: prefer a same-name mismatch
-        return False
 
-    return OK if solve(0) else first_failure[0]
+def _solve(i: int, calls: list, refs: list, tools: dict, where: str, used: list, failure: list) -> bool:
+    # A plain function, not a closure calling itself: such a closure is a reference cycle per record, which only
+    # the cyclic GC frees (issue 11: memory grew with the input).
+    if i == len(calls):
+        return True
+    for j, ref in enumerate(refs):
+        if used[j]:
+            continue
+        r = _compare_call(calls[i], ref, tools.get(calls[i]["name"]), f"{where}, call {i + 1}")
+        if r.ok:
+            used[j] = True
+            if _solve(i + 1, calls, refs, tools, where, used, failure):
+                return True
+            used[j] = False
+        elif not failure or (failure[0].reason == "wrong_function" != r.reason):
+            failure[:] = [r]  # keep the most informative failure: prefer a same-name mismatch
+    return False
 
 
 def answer_check(
@@ -316,11 +322,14 @@ def answer_check(
     Returns:
         `CheckResult` with `.ok`, `.reason` (a `REASONS` code) and `.message`.
     """
+    return _answer_check(from_tool_calls(calls) if calls is not None else None, reference, tools, issues, fix, where)
+
+
+def _answer_check(calls, reference, tools, issues, fix, where) -> CheckResult:
+    """`answer_check` of calls already in `{"name", "arguments": dict}` form."""
     tool_index = _tool_index(tools)
     if "leading_space" in issues and not fix:
         return _fail("format_leading_space", f"{where}: '[ func(...)]' has a space after '[' (use --fix)")
-    if calls is not None:
-        calls = from_tool_calls(calls)
     if reference is not None and not calls and reference:
         return _fail("expected_call", f"{where}: answers in text, the reference calls "
                                       f"{', '.join(r['name'] for r in reference)}")
@@ -348,6 +357,8 @@ def _tools_ok(tools: Any) -> CheckResult:
     if not isinstance(tools, list):
         return _fail("tools_not_list", f"'tools' must be a list, got {type(tools).__name__}")
     for i, tool in enumerate(tools):
+        if type(tool) is SharedTool and tool.schema_ok:
+            continue  # checked when an earlier record offered it
         fn = tool.get("function") if isinstance(tool, dict) else None
         params = fn.get("parameters") if isinstance(fn, dict) else None
         if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"] and isinstance(params, dict)):
@@ -360,6 +371,8 @@ def _tools_ok(tools: Any) -> CheckResult:
         missing = [r for r in required if r not in props]
         if missing:
             return _fail("invalid_tool_schema", f"tool {fn['name']!r}: required {missing} not in properties")
+        if type(tool) is SharedTool:
+            tool.schema_ok = True
     return OK
 
 
@@ -373,6 +386,12 @@ def _has_text(content: Any) -> bool:
 
 def normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict, list[str]]:
     """Return the assistant message with CoT in `reasoning_content` and calls as structured `tool_calls`."""
+    new, issues, _ = _normalise_assistant(msg, cot_open, cot_close)
+    return new, issues
+
+
+def _normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict, list[str], list[dict] | None]:
+    """`normalise_assistant`, also returning the calls as `{"name", "arguments"}` (None for a text turn)."""
     reasoning = msg.get("reasoning_content")
     tool_calls = msg.get("tool_calls") or None
     content = msg.get("content")
@@ -403,11 +422,11 @@ def normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict,
         new["tool_calls"] = to_tool_calls(calls)
     if content or calls is None:
         new["content"] = content if content is not None else ""
-    return new, issues
+    return new, issues, calls
 
 
 def check_record(
-    record: dict,
+    record: Record,
     fix: bool = False,
     require_cot: bool = True,
     cot_open: str = "<think>",
@@ -416,7 +435,7 @@ def check_record(
     """Run the Base Quality Check, then the Answer Check of every assistant turn.
 
     Args:
-        record: a canonical record (see `balancetrl.data.formats`).
+        record: a canonical record (`balancetrl.data.record.Record`, docs/data.md), as the loaders produce it.
         fix: repair fixable format defects (the xlam `[ func(...)]` space) instead of failing; repaired
             defects are listed in `outcome.fixes`.
         require_cot: every assistant turn must carry a CoT (the paper's data); set False for data without CoT.
@@ -441,14 +460,14 @@ def check_record(
                                          f"{sorted(_ROLES)}")
     if not any(m["role"] == "user" and _has_text(m.get("content")) for m in messages):
         return reject("empty_query", "no user message with non-empty content")
-    normalised, turn_issues = [], []
+    normalised, turn_issues, turn_calls = [], [], []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             normalised.append(m)
             continue
         turn = len(turn_issues) + 1
         try:
-            new, issues = normalise_assistant(m, cot_open, cot_close)
+            new, issues, calls = _normalise_assistant(m, cot_open, cot_close)
         except CallParseError as e:
             return reject(e.reason, f"turn {turn}: {e.message}")
         except (TypeError, AttributeError, ValueError, RecursionError) as e:  # a field of the wrong shape
@@ -459,6 +478,7 @@ def check_record(
             return reject("missing_cot", f"turn {turn}: no {cot_open}…{cot_close} reasoning")
         normalised.append(new)
         turn_issues.append(issues)
+        turn_calls.append(calls)
     if not turn_issues:
         return reject("no_assistant_turn", "the record has no assistant turn")
     reference = record.get("reference")
@@ -468,16 +488,10 @@ def check_record(
     out = dict(record)
     out["messages"] = normalised
     fixes: list[str] = []
-    turn = 0
-    for m in normalised:
-        if m["role"] != "assistant":
-            continue
-        issues = turn_issues[turn]
-        ref = reference[turn] if reference is not None else None
-        turn += 1
+    for turn, (issues, calls) in enumerate(zip(turn_issues, turn_calls), start=1):
+        ref = reference[turn - 1] if reference is not None else None
         try:
-            result = answer_check(m.get("tool_calls"), ref, out.get("tools", []), issues, fix,
-                                  where=f"turn {turn}")
+            result = _answer_check(calls, ref, out.get("tools", []), issues, fix, f"turn {turn}")
         except (CallParseError, KeyError, TypeError, AttributeError, RecursionError) as e:  # a malformed reference
             return reject("reference_mismatch", f"turn {turn}: malformed reference ({e})")
         if fix:

@@ -1,4 +1,4 @@
-"""Loaders from the formats users have to the canonical record of DESIGN.md ("Data").
+"""Loaders from the formats users have to the canonical record (docs/data.md; typed in `record.py`).
 
 Formats (`--format` names):
 
@@ -7,8 +7,11 @@ Formats (`--format` names):
 - `xlam_cot`: the same plus a distilled response (`response`, `output`, `completion` or `generation`) holding
   `<think>…</think>` and a call block. The response is kept as raw assistant `content`; the Base Quality Check
   parses it, so a malformed response is rejected with a reason instead of failing the load.
-- `messages`: conversational `{"messages", "tools"}` rows (multi-turn, OpenAI/TRL `tool_calls`, role `tool`),
-  including canonical records themselves.
+- `messages`: conversational `{"messages", "tools"}` rows (multi-turn, OpenAI/TRL `tool_calls`, role `tool`,
+  reasoning fields or reasoning content parts), including canonical records themselves.
+- `sharegpt` / `openai`: LLaMA-Factory's two conversation formattings (`from_sharegpt`, `from_openai`), role and
+  column names configurable like its `dataset_info.json` (`ConversationTags`, `load_dataset_info`).
+- `hermes`: Hermes-style ChatML text with `<tool_call>` / `<tool_response>` blocks (`from_hermes`).
 - `bfcl`: BFCL question files (`{"id", "question", "function"}`) with their possible-answer file. The reference
   keeps BFCL's accepted alternatives (see `bfcl_reference`), the assistant turn is built from the first ones.
 
@@ -18,18 +21,29 @@ check command writes them to `rejected.jsonl`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .calls import CallParseError, normalize_call, to_tool_calls
+from .calls import (
+    CallParseError,
+    normalize_call,
+    parse_json_calls,
+    parse_json_values,
+    python_literal,
+    split_assistant_output,
+    to_tool_calls,
+)
 from .io import InputError, RawRow, read_records, why_unusable
+from .record import Record, SharedTool
 
-FORMATS = ("xlam", "xlam_cot", "messages", "bfcl")
+FORMATS = ("xlam", "xlam_cot", "messages", "sharegpt", "openai", "hermes", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
 
 
@@ -44,6 +58,10 @@ def detect_format(row: dict) -> str | None:
     """Guess the format of one row; `None` when it matches none or is ambiguous."""
     if "messages" in row:
         return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if isinstance(row.get("text"), str) and "<|im_start|>" in row["text"]:
+        return "hermes"
     if "question" in row and "function" in row:
         return "bfcl"
     if "query" in row and "answers" in row:
@@ -140,25 +158,68 @@ def to_canonical_tool(tool: Any) -> dict:
     return {"type": "function", "function": out}
 
 
-# Datasets repeat tool lists across rows; converting each distinct JSON string once is most of the load time.
-# The cached lists are shared between records: nothing downstream mutates tools.
+# Datasets repeat tools across rows: each distinct tool (by its JSON text) and each distinct tool list is converted
+# once. The cached tools are shared between records: nothing downstream mutates tools (see `SharedTool`).
 _TOOLS_CACHE: dict[str, list[dict]] = {}
+_TOOL_CACHE: dict[str, SharedTool] = {}
 _TOOLS_CACHE_SIZE = 2048
+_TOOL_CACHE_SIZE = 16384
+_JSON = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _shared_tool(text: str, tool: Any) -> SharedTool:
+    shared = _TOOL_CACHE.get(text)
+    if shared is None:
+        shared = SharedTool(to_canonical_tool(tool))
+        if len(_TOOL_CACHE) >= _TOOL_CACHE_SIZE:
+            _TOOL_CACHE.clear()
+        _TOOL_CACHE[text] = shared
+    return shared
+
+
+def _tool_list(text: str) -> list[dict] | None:
+    """Decode a JSON array of tools element by element, so each element's text keys the per-tool cache.
+    `None` when the text is not a plain array (the caller decodes it whole and reports what is wrong)."""
+    pos = _WS.match(text).end()
+    if text[pos:pos + 1] != "[":
+        return None
+    pos = _WS.match(text, pos + 1).end()
+    tools: list[dict] = []
+    if text[pos:pos + 1] == "]":
+        return tools if not text[_WS.match(text, pos + 1).end():] else None
+    while True:
+        start = pos
+        try:
+            tool, pos = _JSON.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        tools.append(_shared_tool(text[start:pos], tool) if isinstance(tool, dict) else to_canonical_tool(tool))
+        pos = _WS.match(text, pos).end()
+        sep = text[pos:pos + 1]
+        pos = _WS.match(text, pos + 1).end()
+        if sep == "]":
+            return tools if pos == len(text) else None
+        if sep != ",":
+            return None
 
 
 def _tools(value: Any) -> list[dict]:
     key = value if isinstance(value, str) else None
-    if key is not None and key in _TOOLS_CACHE:
-        return _TOOLS_CACHE[key]
+    if key is not None:
+        tools = _TOOLS_CACHE.get(key)
+        if tools is not None:
+            return tools
+        tools = _tool_list(key)
+        if tools is not None:
+            if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
+                _TOOLS_CACHE.clear()
+            _TOOLS_CACHE[key] = tools
+            return tools
     tools = _decode(value, "tools")
     if not isinstance(tools, list):
         raise FormatError("tools_not_list", f"'tools' must be a list, got {type(tools).__name__}")
-    tools = [to_canonical_tool(t) for t in tools]
-    if key is not None:
-        if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
-            _TOOLS_CACHE.clear()
-        _TOOLS_CACHE[key] = tools
-    return tools
+    return [to_canonical_tool(t) for t in tools]
 
 
 def _calls(value: Any) -> list[dict]:
@@ -176,7 +237,7 @@ def _calls(value: Any) -> list[dict]:
 # ---------------------------------------------------------------- converters
 
 
-def from_xlam(row: dict, line: int = 0) -> dict:
+def from_xlam(row: dict, line: int = 0) -> Record:
     """One xlam-function-calling-60k row → canonical record (assistant = ground truth, reference = same)."""
     _require(row, "query", "tools", "answers")
     calls = _calls(row["answers"])
@@ -191,7 +252,7 @@ def from_xlam(row: dict, line: int = 0) -> dict:
     }
 
 
-def from_xlam_cot(row: dict, line: int = 0) -> dict:
+def from_xlam_cot(row: dict, line: int = 0) -> Record:
     """xlam row + distilled response → canonical record; the raw response is the assistant `content`."""
     key = next((k for k in RESPONSE_KEYS if k in row), None)
     if key is None:
@@ -204,6 +265,37 @@ def from_xlam_cot(row: dict, line: int = 0) -> dict:
     return record
 
 
+# Content parts that carry reasoning: {"type": "thinking", "thinking": …} (Anthropic), {"type": "reasoning", "text": …}
+# (OpenAI Responses, LLaMA-Factory's openai data); their text keys, in order of preference.
+_REASONING_PARTS = {"thinking": ("thinking", "text"), "reasoning": ("reasoning", "text", "summary"),
+                    "reasoning_content": ("reasoning_content", "text")}
+
+
+def _split_parts(msg: dict) -> None:
+    """Content given as parts: reasoning parts go to `reasoning_content`, text parts are joined into `content`.
+    Other part types (images, ...) leave the content as it is."""
+    parts = msg.get("content")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        return
+    reasoning, text = [], []
+    for part in parts:
+        kind = part.get("type")
+        if kind in _REASONING_PARTS:
+            value = next((part[k] for k in _REASONING_PARTS[kind] if isinstance(part.get(k), str)), None)
+            if value is None:
+                raise FormatError("invalid_message", f"a {kind!r} content part without text")
+            reasoning.append(value)
+        elif kind == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        else:
+            return
+    if reasoning:
+        if msg.get("reasoning_content"):
+            raise FormatError("invalid_message", "reasoning both in content parts and in reasoning_content")
+        msg["reasoning_content"] = "\n\n".join(reasoning)
+    msg["content"] = "".join(text)
+
+
 def _message(msg: Any) -> Any:
     if not isinstance(msg, dict):
         return msg
@@ -211,6 +303,8 @@ def _message(msg: Any) -> Any:
     for alias in ("thinking", "reasoning"):
         if alias in msg and "reasoning_content" not in msg:
             msg["reasoning_content"] = msg.pop(alias)
+    if msg.get("role") == "assistant":
+        _split_parts(msg)
     if isinstance(msg.get("tool_calls"), list):
         fixed = []
         for tc in msg["tool_calls"]:
@@ -222,7 +316,7 @@ def _message(msg: Any) -> Any:
     return msg
 
 
-def from_messages(row: dict, line: int = 0) -> dict:
+def from_messages(row: dict, line: int = 0) -> Record:
     """Conversational `{"messages", "tools"}` row (or a canonical record) → canonical record."""
     _require(row, "messages")
     messages = row["messages"]
@@ -275,7 +369,7 @@ def bfcl_reference(ground_truth: list[dict]) -> list[dict]:
     return calls
 
 
-def from_bfcl(question: dict, answer: dict | None = None) -> dict:
+def from_bfcl(question: dict, answer: dict | None = None) -> Record:
     """One BFCL question row (+ its possible-answer row) → canonical record. Single-turn categories only."""
     _require(question, "id", "question", "function")
     turns = question["question"]
@@ -291,7 +385,268 @@ def from_bfcl(question: dict, answer: dict | None = None) -> dict:
     return record
 
 
-CONVERTERS = {"xlam": from_xlam, "xlam_cot": from_xlam_cot, "messages": from_messages}
+# ---------------------------------------------------------------- LLaMA-Factory and Hermes conversations
+
+
+@dataclass(frozen=True)
+class ConversationTags:
+    """Column and role names of conversation data, named and defaulted as in LLaMA-Factory's `dataset_info.json`
+    (`columns` and `tags` of an entry; see `from_dataset_info`).
+
+    `aliases=True` (the defaults, used by auto-detection) also accepts the other common spellings of each role:
+    user/human, assistant/gpt, tool/observation, so Hermes-style sharegpt data (`from: tool`) loads as it is.
+    """
+
+    messages: str = "conversations"
+    system: str | None = "system"
+    tools: str | None = "tools"
+    role_tag: str = "from"
+    content_tag: str = "value"
+    user_tag: str = "human"
+    assistant_tag: str = "gpt"
+    observation_tag: str = "observation"
+    function_tag: str = "function_call"
+    system_tag: str = "system"
+    aliases: bool = True
+
+    @classmethod
+    def openai(cls) -> ConversationTags:
+        """LLaMA-Factory's `formatting: openai` defaults."""
+        return cls(messages="messages", role_tag="role", content_tag="content", user_tag="user",
+                   assistant_tag="assistant", observation_tag="tool")
+
+    @classmethod
+    def from_dataset_info(cls, entry: dict) -> tuple[str, ConversationTags]:
+        """One `dataset_info.json` entry → (`--format` name, tags). Keys it does not set keep their defaults."""
+        if not isinstance(entry, dict):
+            raise InputError("a dataset_info entry must be a JSON object")
+        formatting = entry.get("formatting", "alpaca")
+        if formatting not in ("sharegpt", "openai"):
+            raise InputError(f"dataset_info formatting {formatting!r} is not tool-calling data; use sharegpt or openai")
+        base = cls.openai() if formatting == "openai" else cls()
+        known = {f.name for f in dataclasses.fields(cls)} - {"aliases"}
+        settings = {**(entry.get("columns") or {}), **(entry.get("tags") or {})}
+        ignored = {"images", "videos", "audios", "prompt", "query", "response", "history", "chosen", "rejected",
+                   "kto_tag"}
+        unknown = sorted(set(settings) - known - ignored)
+        if unknown:
+            raise InputError(f"dataset_info: unknown column/tag {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return formatting, dataclasses.replace(base, aliases=False,
+                                               **{k: v for k, v in settings.items() if k in known})
+
+    def role_map(self) -> dict[str, str]:
+        """Role tag in the data → canonical role (`function_call` for a call turn)."""
+        roles = {self.user_tag: "user", self.assistant_tag: "assistant", self.observation_tag: "tool",
+                 self.function_tag: "function_call", self.system_tag: "system"}
+        if self.aliases:
+            for tag, role in (("human", "user"), ("user", "user"), ("gpt", "assistant"), ("assistant", "assistant"),
+                              ("observation", "tool"), ("tool", "tool"), ("function_call", "function_call")):
+                roles.setdefault(tag, role)
+        return roles
+
+
+def load_dataset_info(path: str | os.PathLike, name: str | None = None) -> tuple[str, ConversationTags]:
+    """Read LLaMA-Factory's `dataset_info.json` (or a file holding one entry) → (`--format` name, tags).
+    `name` picks the entry; it may be left out when the file holds only one."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read the dataset_info file ({e})") from None
+    if isinstance(info, dict) and ("formatting" in info or "columns" in info or "tags" in info):
+        entry = info
+    elif isinstance(info, dict) and name is not None:
+        if name not in info:
+            raise InputError(f"{path}: no entry {name!r} (entries: {', '.join(sorted(info)[:10])})")
+        entry = info[name]
+    elif isinstance(info, dict) and len(info) == 1:
+        entry = next(iter(info.values()))
+    else:
+        raise InputError(f"{path}: several entries; name the one to use")
+    return ConversationTags.from_dataset_info(entry)
+
+
+_TOOL_RESPONSE_RE = re.compile(r"<tool_response>(.*?)</tool_response>", re.DOTALL)
+_TOOLS_BLOCK_RE = re.compile(r"<tools>(.*?)</tools>", re.DOTALL)
+_CHATML_TURN_RE = re.compile(r"<\|im_start\|>([A-Za-z_]+)\n?(.*?)<\|im_end\|>", re.DOTALL)
+_CHATML_REST_RE = re.compile(r"(?:\s|<\|endoftext\|>)*")
+
+
+def _tool_results(text: str, names: list[str] | None) -> list[dict] | None:
+    """`<tool_response>` blocks (Hermes, Qwen) → one `tool` message each; `None` when `text` is not made of them."""
+    blocks = _TOOL_RESPONSE_RE.findall(text)
+    if not blocks or _TOOL_RESPONSE_RE.sub("", text).strip():
+        return None
+    return _tool_messages([b.strip() for b in blocks], names)
+
+
+def _tool_messages(results: list[str], names: list[str] | None) -> list[dict]:
+    # The function name is known when the results answer the previous call turn one to one.
+    named = names is not None and len(names) == len(results)
+    return [{"role": "tool", "content": r, **({"name": names[i]} if named else {})} for i, r in enumerate(results)]
+
+
+def _tools_from_system(text: str) -> list[dict] | None:
+    """The `<tools>…</tools>` list of a Hermes/Qwen system prompt: a JSON list, JSON objects one per line, or a
+    Python-literal list (Hermes writes `[{'type': 'function', …}]`), parsed with `json`/`ast`, never evaluated."""
+    blocks = [b.strip() for b in _TOOLS_BLOCK_RE.findall(text)]
+    if not blocks:
+        return None
+    # Hermes' prompt names the tags before the list ("within <tools></tools> XML tags"): the list is the last block.
+    body = next((b for b in reversed(blocks) if b), "")
+    try:
+        value = json.loads(body) if body else []
+    except (ValueError, RecursionError):
+        try:
+            value = parse_json_values(body)
+        except (ValueError, RecursionError):
+            try:
+                value = python_literal(body)
+            except CallParseError as e:
+                raise FormatError("invalid_tools_json", f"the <tools> block of the system prompt: {e.message}")
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise FormatError("tools_not_list", "the <tools> block of the system prompt is not a list of tools")
+    return [to_canonical_tool(t) for t in value]
+
+
+def _call_turn(value: Any, where: str) -> dict:
+    """A `function_call` turn (JSON calls, optionally after a `<think>` block) → assistant message with tool_calls."""
+    if not isinstance(value, str):
+        raise FormatError("invalid_message", f"{where}: the content is not a string")
+    try:
+        try:
+            calls, reasoning = parse_json_calls(value.strip()), None
+        except CallParseError:
+            out = split_assistant_output(value)
+            calls, reasoning = out.calls, out.reasoning
+            if calls is None or out.content:
+                raise FormatError("invalid_function_call", f"{where}: a function_call turn must hold calls (JSON), "
+                                                           f"got text") from None
+    except CallParseError as e:
+        raise FormatError(e.reason, f"{where}: {e.message}") from None
+    message = {"role": "assistant", "tool_calls": to_tool_calls(calls)}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return message
+
+
+def _check_turn_order(kinds: list[str]) -> None:
+    """LLaMA-Factory's rule: user/tool turns and assistant turns alternate, starting with the user, ending with the
+    assistant (consecutive tool results count as one turn)."""
+    merged = [k for i, k in enumerate(kinds) if not (k == "tool" and i and kinds[i - 1] == "tool")]
+    for i, kind in enumerate(merged):
+        if (kind in ("user", "tool")) != (i % 2 == 0):
+            raise FormatError("invalid_turn_order", f"turn {i + 1} is {kind!r}: user/observation and "
+                                                    "assistant/function_call turns must alternate")
+    if len(merged) % 2:
+        raise FormatError("invalid_turn_order", "the conversation ends without an assistant or function_call turn")
+
+
+def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool) -> Record:
+    """Shared by `sharegpt` and `openai`: map the roles, turn call turns and tool results into canonical messages."""
+    _require(row, tags.messages)
+    turns = row[tags.messages]
+    if not isinstance(turns, list):
+        raise FormatError("messages_not_list", f"'{tags.messages}' must be a list")
+    roles = tags.role_map()
+    tool_value = row.get(tags.tools) if tags.tools else None
+    tools = _tools(tool_value) if tool_value not in (None, "", []) else None
+    messages: list[dict] = []
+    system = row.get(tags.system) if tags.system else None
+    if isinstance(system, str) and system.strip():
+        messages.append({"role": "system", "content": system})
+    kinds: list[str] = []
+    last_calls: list[str] | None = None
+    for i, turn in enumerate(turns):
+        where = f"turn {i + 1}"
+        if not isinstance(turn, dict):
+            raise FormatError("invalid_message", f"{where}: not an object")
+        tag = turn.get(tags.role_tag)
+        role = roles.get(tag) if isinstance(tag, str) else None
+        if role is None:
+            raise FormatError("invalid_role", f"{where}: unknown {tags.role_tag!r} {tag!r} (known: "
+                                              f"{', '.join(sorted(roles))})")
+        value = turn.get(tags.content_tag)
+        if role == "system":
+            if i != 0:
+                raise FormatError("invalid_turn_order", f"{where}: a system turn after the first turn")
+            if not isinstance(value, str):
+                raise FormatError("invalid_message", f"{where}: the content is not a string")
+            if tools is None:
+                tools = _tools_from_system(value)
+                if tools is not None:
+                    continue  # the chat template renders the tool list (and its instructions) itself
+            messages.append({"role": "system", "content": value})
+            continue
+        if role == "function_call":
+            message = _call_turn(value, where)
+            last_calls = [c["function"]["name"] for c in message["tool_calls"]]
+            messages.append(message)
+            kinds.append("assistant")
+            continue
+        extra = {k: v for k, v in turn.items() if k not in (tags.role_tag, tags.content_tag)} if keep_keys else {}
+        if role == "tool" and not extra:
+            results = _tool_results(value, last_calls) if isinstance(value, str) else None
+            messages.extend(results or _tool_messages([value], last_calls))
+            kinds.extend(["tool"] * len(results or [value]))
+            continue
+        if role == "user" and isinstance(value, str) and "<tool_response>" in value:
+            results = _tool_results(value, last_calls)  # Qwen renders tool results as a user turn
+            if results is not None:
+                messages.extend(results)
+                kinds.extend(["tool"] * len(results))
+                continue
+        message = _message({"role": role, **({"content": value} if tags.content_tag in turn else {}), **extra})
+        if role == "assistant" and message.get("tool_calls"):
+            last_calls = [c.get("function", c).get("name") for c in message["tool_calls"] if isinstance(c, dict)]
+        messages.append(message)
+        kinds.append(role)
+    _check_turn_order(kinds)
+    return {"id": str(row.get("id", f"row-{line}")), "tools": tools or [], "messages": messages}
+
+
+def from_sharegpt(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
+    """LLaMA-Factory sharegpt row (`conversations` of `{"from", "value"}` turns: human / gpt / function_call /
+    observation / system, plus a `tools` JSON string) → canonical record. Hermes-style sharegpt rows (`from: tool`,
+    `<tool_call>`/`<tool_response>` blocks, tools in the system prompt's `<tools>` block) load too."""
+    return _conversation(row, line, tags or ConversationTags(), keep_keys=False)
+
+
+def from_openai(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
+    """LLaMA-Factory's `openai` formatting: `messages` with `role`/`content`, `tool_calls`, `tool` results and
+    reasoning (`reasoning_content`, or reasoning content parts) → canonical record, with LLaMA-Factory's turn-order
+    rule. Same result as `messages` for data that follows that rule; tags configurable with `dataset_info`."""
+    return _conversation(row, line, tags or ConversationTags.openai(), keep_keys=True)
+
+
+def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
+    """Hermes-style ChatML text (`text`: `<|im_start|>role\\n…<|im_end|>` turns; calls in `<tool_call>` blocks of
+    assistant turns, results in `<tool_response>` blocks of `tool` or `user` turns, tools in the system prompt's
+    `<tools>` block or a `tools` column) → canonical record. Assistant turns stay raw text for the check to parse."""
+    _require(row, "text")
+    text = row["text"]
+    if not isinstance(text, str):
+        raise FormatError("invalid_chatml", "'text' must be a string")
+    turns, pos = [], 0
+    for m in _CHATML_TURN_RE.finditer(text):
+        if text[pos:m.start()].strip():
+            raise FormatError("invalid_chatml", f"text outside <|im_start|>…<|im_end|> at char {pos}")
+        turns.append({"role": m.group(1), "content": m.group(2).strip("\n")})
+        pos = m.end()
+    rest = text[pos:]
+    if "<|im_start|>" in rest:
+        raise FormatError("invalid_chatml", "a <|im_start|> turn is not closed by <|im_end|>")
+    if _CHATML_REST_RE.fullmatch(rest) is None or not turns:
+        raise FormatError("invalid_chatml", "no <|im_start|>role … <|im_end|> turns" if not turns
+                          else f"text outside <|im_start|>…<|im_end|> at char {pos}")
+    tags = ConversationTags(messages="turns", tools="tools", system=None, role_tag="role", content_tag="content",
+                            user_tag="user", assistant_tag="assistant", observation_tag="tool", aliases=False)
+    return _conversation({**row, "turns": turns}, line, tags, keep_keys=False)
+
+
+CONVERTERS = {"xlam": from_xlam, "xlam_cot": from_xlam_cot, "messages": from_messages, "sharegpt": from_sharegpt,
+              "openai": from_openai, "hermes": from_hermes}
 
 
 def default_bfcl_answers(questions_path: str | os.PathLike) -> Path | None:
@@ -301,18 +656,26 @@ def default_bfcl_answers(questions_path: str | os.PathLike) -> Path | None:
 
 
 def load_records(
-    source: str | os.PathLike | Iterable[Any], format: str = "auto", answers: str | os.PathLike | None = None
+    source: str | os.PathLike | Iterable[Any],
+    format: str = "auto",
+    answers: str | os.PathLike | None = None,
+    tags: ConversationTags | None = None,
 ) -> Iterator[RawRow]:
     """Stream canonical records from a file or an iterable of rows.
 
     Yields `RawRow`s: `data` is the canonical record, or, when `error` is set, the original row (reader errors:
     `invalid_json`, `invalid_utf8`, `not_an_object`; conversion errors: `missing_field`, `tools_not_list`, ...).
     `format="auto"` detects the format from the first readable row and raises `InputError` when it cannot.
+    `tags`: column and role names of `sharegpt`/`openai` data (see `load_dataset_info`); needs that format named.
     """
     if format != "auto" and format not in FORMATS:
         raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if tags is not None and format not in ("sharegpt", "openai"):
+        raise InputError(f"column/role tags apply to the sharegpt and openai formats, not to {format!r}")
     answer_rows = None
     converter = CONVERTERS.get(format)
+    if tags is not None:
+        converter = functools.partial(converter, tags=tags)
     for row in read_records(source):
         if row.error:
             yield row

@@ -6,7 +6,7 @@ Per assistant turn (multi-turn conversations are split into turns, as in paper A
 - call tokens: the call block rendered as `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>` (one
   block per call, newline-joined), or the plain content of a text answer.
 
-α = |C| / (|C| + |F|) is the share of CoT tokens: plain SFT weights the CoT loss by α (DESIGN.md, SSB).
+α = |C| / (|C| + |F|) is the share of CoT tokens: plain SFT weights the CoT loss by α (README, "How it works": SSB).
 Turns whose text does not parse are counted as `skipped_turns`, never guessed at.
 """
 

@@ -1,4 +1,4 @@
-"""Deterministic synthetic function-calling records in the canonical format of DESIGN.md.
+"""Deterministic synthetic function-calling records in the canonical format (docs/data.md, `data/record.py`).
 
 Written for this project so that the CPU demo, the tests and the checks have data with a
 known ground truth and no hub download. Kinds follow BFCL's split: ``simple`` (one tool, one

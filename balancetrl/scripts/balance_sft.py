@@ -29,9 +29,28 @@ class BalanceSFTScriptArguments:
     Parameters:
         dataset_path (`str`):
             Training data: a `.jsonl`/`.json`/`.parquet` file or a `save_to_disk` folder, in any format
-            `balancetrl check` reads (canonical records, xlam, xlam + CoT, messages + tools).
+            `balancetrl check` reads (see docs/data.md). Set exactly one of `dataset_path`, `dataset_name` and the
+            `datasets:` mixture (TRL's `DatasetMixtureConfig`).
+        dataset_name (`str`, *optional*):
+            TRL's key: a Hub dataset id or a local dataset folder, loaded with `datasets.load_dataset` (a
+            `save_to_disk` folder with `load_from_disk`, a local data file as its `train` split). Its rows are
+            converted and checked like a local file.
+        dataset_config (`str`, *optional*):
+            Configuration name of `dataset_name` (`name` of `datasets.load_dataset`).
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
+            Split of `dataset_name` (or of the mixture) to train on.
+        dataset_test_split (`str`, *optional*, defaults to `"test"`):
+            Split of `dataset_name` (or of the mixture, with `test_split_size`) to evaluate on when `eval_strategy`
+            is not `"no"` and no `eval_dataset_path` is given.
+        dataset_streaming (`bool`, *optional*, defaults to `False`):
+            Stream `dataset_name` instead of downloading it whole (the check reads it once, in order).
         dataset_format (`str`, *optional*, defaults to `"auto"`):
-            Format of `dataset_path` (`auto` detects it from the first record).
+            Format of the data (`auto` detects it from the first record).
+        dataset_info (`str`, *optional*):
+            LLaMA-Factory `dataset_info.json` (or one entry of it): its `formatting` (sharegpt / openai), `columns`
+            and `tags` say how to read the data.
+        dataset_info_name (`str`, *optional*):
+            The entry of `dataset_info` to use, when the file holds several.
         eval_dataset_path (`str`, *optional*):
             Evaluation data (same formats); only records passing both checks are used. Needs `eval_strategy`.
         run_check (`bool`, *optional*, defaults to `True`):
@@ -52,7 +71,14 @@ class BalanceSFTScriptArguments:
     """
 
     dataset_path: str | None = field(default=None, metadata={"help": "Training data file or save_to_disk folder."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id or local dataset folder/file."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of dataset_name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split to evaluate on."})
+    dataset_streaming: bool = field(default=False, metadata={"help": "Stream dataset_name."})
     dataset_format: str = field(default="auto", metadata={"help": "Format of the data ('auto' detects it)."})
+    dataset_info: str | None = field(default=None, metadata={"help": "LLaMA-Factory dataset_info.json (or an entry)."})
+    dataset_info_name: str | None = field(default=None, metadata={"help": "The entry of dataset_info to use."})
     eval_dataset_path: str | None = field(default=None, metadata={"help": "Evaluation data (same formats)."})
     run_check: bool = field(default=True, metadata={"help": "Split into base / hard / rejected with the checks."})
     fix: bool = field(default=False, metadata={"help": "Repair fixable format defects during the check."})
@@ -83,17 +109,61 @@ class BalanceSFTScriptArguments:
 
 
 def make_parser(prog: str | None = None):
-    from trl import ModelConfig
+    from trl import DatasetMixtureConfig, ModelConfig
 
     from balancetrl.config import BalanceSFTConfig
     from balancetrl.scripts.recipe import RecipeParser
 
-    return RecipeParser((BalanceSFTScriptArguments, BalanceSFTConfig, ModelConfig), prog=prog)
+    return RecipeParser((BalanceSFTScriptArguments, BalanceSFTConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
-def split_dataset(script_args, output_dir: str, cot: tuple[str, str]) -> tuple[list, list, dict]:
+def dataset_label(script_args, mixture=None) -> str:
+    """How reports and the model card name the training data."""
+    if mixture is not None and mixture.datasets:
+        return " + ".join(d.path for d in mixture.datasets)
+    return script_args.dataset_name or script_args.dataset_path
+
+
+def data_source(script_args, mixture=None, split: str = "train"):
+    """The rows to check: `dataset_path` as is, or the `split` of `dataset_name` / the mixture as a `Dataset`."""
+    from balancetrl.data.hub import (
+        check_arrow_rows,
+        load_mixture,
+        load_named_dataset,
+        pick_split,
+    )
+
+    train = split == script_args.dataset_train_split
+    if mixture is not None and mixture.datasets:
+        loaded = load_mixture(mixture)
+    elif script_args.dataset_name:
+        loaded = load_named_dataset(script_args.dataset_name, script_args.dataset_config,
+                                    streaming=script_args.dataset_streaming)
+    else:
+        return script_args.dataset_path if train else None
+    dataset = pick_split(loaded, split, "dataset_train_split" if train else "dataset_test_split")
+    check_arrow_rows(dataset, dataset_label(script_args, mixture))
+    return dataset
+
+
+def conversation_tags(script_args):
+    """(format, tags) from `dataset_info`, or (`dataset_format`, None)."""
+    if not script_args.dataset_info:
+        return script_args.dataset_format, None
+    from balancetrl.data.formats import load_dataset_info
+
+    fmt, tags = load_dataset_info(script_args.dataset_info, script_args.dataset_info_name)
+    if script_args.dataset_format not in ("auto", fmt):
+        from balancetrl.data.io import InputError
+
+        raise InputError(f"dataset_format={script_args.dataset_format!r} contradicts the formatting {fmt!r} of "
+                         f"dataset_info {script_args.dataset_info}")
+    return fmt, tags
+
+
+def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
     """Base and hard records (all processes) and the check report; the main process checks and writes the files."""
-    return on_main_process(_check_and_read, script_args, Path(output_dir) / "data", cot)
+    return on_main_process(_check_and_read, script_args, Path(output_dir) / "data", cot, mixture)
 
 
 def on_main_process(fn, *args):
@@ -121,14 +191,17 @@ def on_main_process(fn, *args):
     return value
 
 
-def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str]) -> tuple[list, list, dict]:
+def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
     from balancetrl.commands.check import run_check
 
+    source = data_source(script_args, mixture, script_args.dataset_train_split)
+    fmt, tags = conversation_tags(script_args)
     if script_args.run_check:
-        run_check(script_args.dataset_path, data_dir, format=script_args.dataset_format, fix=script_args.fix,
-                  require_cot=not script_args.allow_missing_cot, cot_open=cot[0], cot_close=cot[1], progress=False)
+        run_check(source, data_dir, format=fmt, fix=script_args.fix, require_cot=not script_args.allow_missing_cot,
+                  cot_open=cot[0], cot_close=cot[1], progress=False, tags=tags,
+                  label=dataset_label(script_args, mixture))
     else:
-        _copy_unchecked(script_args, data_dir)
+        _copy_unchecked(source, fmt, tags, data_dir, dataset_label(script_args, mixture))
     base = _read_split(data_dir / "base.jsonl")
     hard = _read_split(data_dir / "hard.jsonl") if script_args.run_check else []
     report = json.loads((data_dir / "report.json").read_text())
@@ -142,32 +215,39 @@ def _read_split(path: Path) -> list[dict]:
     return [r.data for r in read_records(path) if not r.error] if path.stat().st_size else []
 
 
-def _copy_unchecked(script_args, data_dir: Path) -> dict:
+def _copy_unchecked(source, fmt: str, tags, data_dir: Path, label: str) -> dict:
     from balancetrl.data.formats import load_records
     from balancetrl.data.io import AtomicJsonlWriter, atomic_write
 
     writers = {name: AtomicJsonlWriter(data_dir / f"{name}.jsonl") for name in ("base", "rejected")}
     counts = {"base": 0, "hard": 0, "rejected": 0}
-    for row in load_records(script_args.dataset_path, format=script_args.dataset_format):
+    for row in load_records(source, format=fmt, tags=tags):
         name = "rejected" if row.error else "base"
         writers[name].write(row.data if name == "base" else {"raw": row.raw, "reject_reason": row.error})
         counts[name] += 1
     for w in writers.values():
         w.close()
         w.commit()
-    report = {"input": script_args.dataset_path, "total": sum(counts.values()), "outcomes": counts,
+    report = {"input": label, "total": sum(counts.values()), "outcomes": counts,
               "options": {"run_check": False}}
     with atomic_write(data_dir / "report.json") as f:
         json.dump(report, f, indent=2)
     return report
 
 
-def load_eval_records(script_args, cot: tuple[str, str]) -> list[dict]:
+def _eval_records(script_args, mixture, cot: tuple[str, str]) -> list[dict] | None:
+    """The eval set (main process): `eval_dataset_path`, else the test split of `dataset_name` / the mixture."""
+    source = script_args.eval_dataset_path or data_source(script_args, mixture, script_args.dataset_test_split)
+    return None if source is None else load_eval_records(script_args, source, cot)
+
+
+def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
     from balancetrl.data.checks import check_record
     from balancetrl.data.formats import load_records
 
+    fmt, tags = conversation_tags(script_args)
     records = []
-    for row in load_records(script_args.eval_dataset_path, format=script_args.dataset_format):
+    for row in load_records(source, format=fmt, tags=tags):
         if not row.error and check_record(row.data, require_cot=not script_args.allow_missing_cot,
                                           cot_open=cot[0], cot_close=cot[1]).outcome == "base":
             records.append(row.data)
@@ -196,7 +276,7 @@ def load_model(model_args, script_args, training_args, local: bool):
     return spec, apply_tool_chat_template(tokenizer, script_args.chat_template)
 
 
-def main(script_args, training_args, model_args, hdr_config) -> dict:
+def main(script_args, training_args, model_args, hdr_config, mixture=None) -> dict:
     from accelerate import PartialState
     from trl import get_peft_config, get_quantization_config
 
@@ -207,7 +287,7 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
 
     # Fail in seconds, not after the model load or the cold start. Only the main process reads the data files.
     if PartialState().is_main_process:
-        preflight.check_dataset_path(script_args.dataset_path, "dataset_path")
+        preflight.check_data_source(script_args, mixture)
         if script_args.eval_dataset_path is not None:
             preflight.check_dataset_path(script_args.eval_dataset_path, "eval_dataset_path")
     local = preflight.check_model_spec(model_args.model_name_or_path)
@@ -222,7 +302,7 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
     hub_token, training_args.hub_token = training_args.hub_token, None
 
     cot = (training_args.cot_start, training_args.cot_end)
-    base, hard, report = split_dataset(script_args, training_args.output_dir, cot)
+    base, hard, report = split_dataset(script_args, training_args.output_dir, cot, mixture)
     train = base[: script_args.max_train_samples] if script_args.max_train_samples else base
     hdr_hard = hard[: script_args.max_hard_samples] if script_args.max_hard_samples is not None else hard
     counts = {**report["outcomes"], "train": len(train), "hdr_hard": len(hdr_hard) if hdr_config else 0}
@@ -231,7 +311,7 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
         print(f"data: {counts['base']} base, {counts['hard']} hard, {counts['rejected']} rejected "
               f"(written to {Path(training_args.output_dir) / 'data'}); training on {len(train)} base records")
     if not train:
-        raise preflight.PreflightError(f"no base record left to train on in {script_args.dataset_path} "
+        raise preflight.PreflightError(f"no base record left to train on in {report['input']} "
                                        f"(see {Path(training_args.output_dir) / 'data' / 'report.json'})")
 
     callbacks = []
@@ -244,8 +324,10 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
             print("HDR: the hard set is empty; training on the base set only")
 
     eval_dataset = None
-    if script_args.eval_dataset_path and training_args.eval_strategy != "no":
-        eval_dataset = to_training_dataset(on_main_process(load_eval_records, script_args, cot))
+    if training_args.eval_strategy != "no":
+        eval_records = on_main_process(_eval_records, script_args, mixture, cot)
+        if eval_records is not None:
+            eval_dataset = to_training_dataset(eval_records)
 
     # QLoRA as in trl/scripts/sft.py: TRL loads the model (a local folder too) with the bitsandbytes config
     quantization_config = get_quantization_config(model_args)
@@ -260,7 +342,7 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
     seconds = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
 
-    summary = build_summary(trainer, counts, model_args.model_name_or_path, script_args.dataset_path, seconds)
+    summary = build_summary(trainer, counts, model_args.model_name_or_path, report["input"], seconds)
     if trainer.accelerator.is_main_process:
         from balancetrl.model_card import write_model_card
 
@@ -281,15 +363,16 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from balancetrl.data.io import InputError
     from balancetrl.scripts.preflight import PreflightError
     from balancetrl.scripts.recipe import RecipeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser(prog="balancetrl balance-sft")
     try:
-        script_args, training_args, model_args, hdr_config, _, _ = parser.parse_recipe(argv)
-        main(script_args, training_args, model_args, hdr_config)
-    except (RecipeError, PreflightError) as e:
+        script_args, training_args, model_args, mixture, hdr_config, _, _ = parser.parse_recipe(argv)
+        main(script_args, training_args, model_args, hdr_config, mixture)
+    except (RecipeError, PreflightError, InputError) as e:
         print(f"balancetrl balance-sft: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,24 @@ def check_dataset_path(path: str | None, key: str) -> None:
         )
 
 
+def check_data_source(script_args, mixture=None) -> None:
+    """Exactly one of `dataset_path`, `dataset_name` and the `datasets:` mixture; a local path must exist."""
+    given = [key for key, value in (("dataset_path", script_args.dataset_path),
+                                    ("dataset_name", script_args.dataset_name),
+                                    ("datasets", mixture is not None and mixture.datasets)) if value]
+    if not given:
+        raise PreflightError("no training data: set `dataset_path` (a .jsonl/.json/.parquet file or a save_to_disk "
+                             "folder), `dataset_name` (a Hub id or a local dataset folder/file) or a `datasets:` "
+                             "mixture")
+    if len(given) > 1:
+        raise PreflightError(f"set only one of {' and '.join(f'`{k}`' for k in given)}: they name the training data "
+                             "in different ways")
+    if script_args.dataset_path is not None:
+        check_dataset_path(script_args.dataset_path, "dataset_path")
+    if script_args.dataset_info is not None:
+        check_dataset_path(script_args.dataset_info, "dataset_info")
+
+
 def check_model_spec(spec: str | None) -> bool:
     """True when `spec` is local (alias, .gguf, folder); False for a hub id. Raises on a missing package/file."""
     from ..models import SMOLLM2_ALIAS, resolve_spec

@@ -75,6 +75,7 @@ class RecipeParser(TrlParser):
     def set_defaults_with_config(self, **kwargs) -> list[str]:
         # TrlParser calls this with the YAML mapping (its `env:` already applied): the one place to take `hdr` out.
         self._hdr_section = kwargs.pop("hdr", None)
+        _check_mixture(kwargs.get("datasets"))
         return super().set_defaults_with_config(**kwargs)
 
     def known_keys(self) -> set[str]:
@@ -113,6 +114,25 @@ class RecipeParser(TrlParser):
                     raise RecipeError(f"unknown key '{key}' in {where}{_suggest(key, known)}")
         hdr = build_hdr_config(self._hdr_section, hdr_overrides, source=self._config_path)
         return (*outputs, hdr, config_rest, cli_rest)
+
+
+def _check_mixture(entries) -> None:
+    """TRL's `datasets:` mixture: a list of mappings of `DatasetConfig` keys (TRL would raise a bare TypeError)."""
+    if entries is None:
+        return
+    from trl.scripts.utils import DatasetConfig
+
+    fields = {f.name for f in dataclasses.fields(DatasetConfig)}
+    if not isinstance(entries, list):
+        raise RecipeError(f"`datasets` must be a list of datasets ({', '.join(sorted(fields))}), "
+                          f"got {type(entries).__name__}")
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise RecipeError(f"`datasets` entry {i} must be a mapping with a `path`")
+        unknown = [k for k in entry if k not in fields]
+        if unknown:
+            raise RecipeError(f"unknown key '{unknown[0]}' in `datasets` entry {i}{_suggest(unknown[0], fields)}; "
+                              f"keys: {', '.join(sorted(fields))}")
 
 
 def _pop_hdr_flags(args: list[str]) -> tuple[list[str], dict]:

@@ -1,0 +1,38 @@
+"""docs/data.md is the data contract: its reason table must be REASONS, and every code the code raises must be there."""
+
+import re
+from pathlib import Path
+
+from balancetrl.data.checks import ANSWER_REASONS, REASONS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "data.md"
+
+
+def render_reason_table() -> str:
+    rows = ["| code | outcome | meaning |", "|---|---|---|"]
+    for code, meaning in REASONS.items():
+        outcome = "hard" if code in ANSWER_REASONS else "rejected"
+        rows.append(f"| `{code}` | {outcome} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
+def test_docs_reason_table_is_the_code_table():
+    doc = DOC.read_text(encoding="utf-8")
+    block = doc.split("<!-- reasons:start -->\n", 1)[1].split("\n<!-- reasons:end -->", 1)[0]
+    assert block == render_reason_table(), "docs/data.md is out of date; paste render_reason_table() between the markers"
+
+
+def test_every_reason_code_raised_is_documented():
+    pattern = re.compile(r'(?:FormatError|CallParseError|_fail|reject|RawRow)\([^()]*?"([a-z_]+)"|error="([a-z_]+)"')
+    raised = set()
+    for path in (ROOT / "balancetrl" / "data").glob("*.py"):
+        for m in pattern.finditer(path.read_text(encoding="utf-8")):
+            raised.add(m.group(1) or m.group(2))
+    raised |= {"invalid_tools_json", "invalid_answers_json"}  # built as f"invalid_{field}_json"
+    assert raised and raised <= set(REASONS), sorted(raised - set(REASONS))
+    assert "invalid_role" in raised and "call_parse_error" in raised
+
+
+def test_readme_links_the_data_contract():
+    assert "docs/data.md" in (ROOT / "README.md").read_text(encoding="utf-8")
