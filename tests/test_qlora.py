@@ -60,7 +60,7 @@ def test_quantization_config_is_trls_and_trl_loads_the_model(model_dir, tmp_path
     monkeypatch.setattr(preflight, "check_quantization", lambda model_args, training_args: None)
     monkeypatch.setattr(trainer_module.BalanceSFTTrainer, "__init__", capture)
     parser = balance_sft.make_parser()
-    script_args, training_args, model_args, hdr, _, _ = parser.parse_recipe(
+    script_args, training_args, model_args, _, hdr, _, _ = parser.parse_recipe(
         _flags(model_dir, tmp_path / "run", "--load_in_4bit", "true", "--dtype", "bfloat16"))
     with pytest.raises(Built):
         balance_sft.main(script_args, training_args, model_args, hdr)
