@@ -10,9 +10,9 @@ statistics, the peak growth of resident memory over the same steps, one subproce
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import gc
 import statistics
 import subprocess
 import sys

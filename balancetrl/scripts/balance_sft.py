@@ -155,9 +155,9 @@ def main(script_args, training_args, model_args, hdr_config) -> dict:
     from trl import get_peft_config
 
     from balancetrl.data.training import to_training_dataset
-    from balancetrl.trainer import BalanceSFTTrainer
     from balancetrl.scripts import preflight
     from balancetrl.scripts.report import build_summary, format_summary, plot_training, write_summary
+    from balancetrl.trainer import BalanceSFTTrainer
 
     # Fail in seconds, not after the model load or the cold start.
     preflight.check_dataset_path(script_args.dataset_path, "dataset_path")
