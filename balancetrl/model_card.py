@@ -12,9 +12,7 @@ import os
 from pathlib import Path
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
-PAPER_TITLE = "BalanceSFT: Improving LLM Function Calling with Balanced Training Signals and Data Hardness"
-PAPER_VENUE = "Findings of the Association for Computational Linguistics: ACL 2026"
-# Authors and venue as printed in the paper (18094-18112 are its pages in the Findings volume).
+# Authors as printed in the paper; venue and pages of its publication in Findings of ACL 2026.
 CITATION = """\
 @inproceedings{hao2026balancesft,
   title     = {BalanceSFT: Improving LLM Function Calling with Balanced Training Signals and Data Hardness},
@@ -37,8 +35,6 @@ def balance_sft_section(summary: dict) -> str:
     ssb, data, hdr = summary["ssb_settings"], summary["data"], summary.get("hdr")
     lines = [
         "## BalanceSFT",
-        "",
-        f"Trained with BalanceSFT ({PAPER_TITLE}, {PAPER_VENUE}) using balancetrl, on top of TRL's `SFTTrainer`.",
         "",
         "### SSB loss",
         "",
