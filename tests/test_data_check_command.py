@@ -46,7 +46,9 @@ def test_check_xlam_cot_sample(tmp_path, capsys):
 
 
 def test_plain_xlam_needs_allow_missing_cot(tmp_path, capsys):
-    run = lambda *extra: cli("check", str(DATA / "xlam_sample.jsonl"), "--output-dir", str(tmp_path), *extra)
+    def run(*extra):
+        return cli("check", str(DATA / "xlam_sample.jsonl"), "--output-dir", str(tmp_path), *extra)
+
     assert run() == 0
     assert json.loads((tmp_path / "report.json").read_text())["reasons"]["rejected"] == {"missing_cot": 3}
     assert "--allow-missing-cot" in capsys.readouterr().out

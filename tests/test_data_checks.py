@@ -198,7 +198,7 @@ def test_bfcl_alternatives_rules():
 
 def test_agrees_with_labelled_synthetic_data():
     """The project's synthetic generator knows which records it broke and how; the checker must find them."""
-    synthetic = pytest.importorskip("balancetrl.data.synthetic")
+    from tests.fixtures import synthetic
     records, labels = synthetic.generate_labeled(600, seed=11, hard_fraction=0.15, reject_fraction=0.1)
     confusion = Counter()
     for rec in records:

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-from judge_server import JudgeServer, Reply, closed_port_base, loopback_judges  # noqa: F401 (a fixture)
 
 from balancetrl.hdr.judge_prompt import VerdictError, build_messages, parse_verdict
 from balancetrl.hdr.judges import (
@@ -24,6 +23,7 @@ from balancetrl.hdr.judges import (
     PanelTotals,
     parse_judges,
 )
+from judge_server import JudgeServer, Reply, closed_port_base, loopback_judges  # noqa: F401 (a fixture)
 
 SECRET = "sk-test-DO-NOT-PERSIST-7f3a91c2"
 KEY_ENV = "BALANCETRL_TEST_JUDGE_KEY"

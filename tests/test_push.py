@@ -91,7 +91,9 @@ def test_card_records_balancesft_run(tmp_path):
     assert "## BalanceSFT" in text and "| **final λ** | 0.6512 |" in text and "| `ssb_lambda_init` | 0.7 |" in text
     assert "| 350 | 38 | 12 | 350 | 38 |" in text  # base, hard, rejected, trained on, given to HDR
     assert "| 1 | 38 | 114 | 60 | 54 | 21 | 17 |" in text and "21 of 38 hard samples accepted" in text
-    assert "arxiv.org/abs/2505.20192" in text and "@article{FunReason" in text
+    assert "@inproceedings{hao2026balancesft" in text and "pages     = {18094--18112}" in text
+    assert "fine-tuned version of [Qwen/Qwen2.5-Coder-7B-Instruct](https://huggingface.co/Qwen/Qwen2.5-Coder-7B-Instruct)" in text
+    assert 'model_id = "me/run"' in text and "arxiv" not in text.lower() and "FunReason" not in text
     assert text.index("## BalanceSFT") < text.index("## Citations")
 
 

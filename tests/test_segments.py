@@ -22,8 +22,8 @@ def expected_texts(conv, mask_empty_cot=True):
         elif not mask_empty_cot:
             call += "<think>\n\n</think>"  # an empty think block is not CoT; trained as a call token, or not at all
         blocks = [
-            '<tool_call>\n{"name": "%s", "arguments": %s}\n</tool_call>'
-            % (c["function"]["name"], json.dumps(c["function"]["arguments"]))
+            f'<tool_call>\n{{"name": "{c["function"]["name"]}", "arguments": {json.dumps(c["function"]["arguments"])}}}'
+            "\n</tool_call>"
             for c in message.get("tool_calls", [])
         ]
         content = message.get("content", "")

@@ -1,4 +1,4 @@
-"""balancetrl.data.synthetic: determinism, schema-valid clean records, planted hard/reject defects, proportions."""
+"""tests/fixtures/synthetic.py: determinism, schema-valid clean records, planted hard/reject defects, proportions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from balancetrl.data import synthetic
-from balancetrl.data.synthetic_catalog import TOOLS
+from tests.fixtures import synthetic
+from tests.fixtures.synthetic_catalog import TOOLS
 
 N, SEED = 400, 11
 

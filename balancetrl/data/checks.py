@@ -461,7 +461,7 @@ def check_record(
     if not any(m["role"] == "user" and _has_text(m.get("content")) for m in messages):
         return reject("empty_query", "no user message with non-empty content")
     normalised, turn_issues, turn_calls = [], [], []
-    for i, m in enumerate(messages):
+    for m in messages:
         if m["role"] != "assistant":
             normalised.append(m)
             continue

@@ -281,9 +281,9 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     from trl import get_peft_config, get_quantization_config
 
     from balancetrl.data.training import to_training_dataset
-    from balancetrl.trainer import BalanceSFTTrainer
     from balancetrl.scripts import preflight
     from balancetrl.scripts.report import build_summary, format_summary, plot_training, write_summary
+    from balancetrl.trainer import BalanceSFTTrainer
 
     # Fail in seconds, not after the model load or the cold start. Only the main process reads the data files.
     if PartialState().is_main_process:
