@@ -155,7 +155,7 @@ def supervised_alpha(records: list[dict], tokenizer, max_length: int) -> tuple[l
 def build_data(opts, tokenizer) -> dict:
     from balancetrl.data.checks import check_record
     from balancetrl.data.stats import token_stats
-    from balancetrl.data.synthetic import generate_labeled
+    from tests.fixtures.synthetic import generate_labeled
 
     split = check_file(opts.data)
     base, dropped, sup = supervised_alpha(split["base"], tokenizer, opts.max_length)
