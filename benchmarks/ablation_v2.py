@@ -519,7 +519,7 @@ def reading(res: dict) -> list[str]:
     widths = [c["ci_width"] for c in res["vs_sft"].values()]
     if widths:
         lines.append(f"CI width achieved for paired differences: {100 * min(widths):.1f}–{100 * max(widths):.1f} points.")
-    for arm, row in res["arms"].items():
+    for row in res["arms"].values():
         for unit, traj in row["lambda_trajectories"].items():
             if traj:
                 vals = [v for _, v in traj]

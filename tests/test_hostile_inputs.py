@@ -118,10 +118,9 @@ print(json.dumps(bfcl.run_bfcl_scorer(sys.argv[1], sys.argv[2], sys.argv[3].spli
 
 def test_eval_writes_every_sample_and_rescoring_never_runs_model_output(tmp_path, tokenizer):
     pytest.importorskip("bfcl_eval")
-    from conftest import build_tiny_model
-
     from balancetrl.eval import bfcl
     from balancetrl.eval.runner import evaluate_bfcl
+    from conftest import build_tiny_model
 
     items = bfcl.load_category("simple_python", 6)
     outputs = [
@@ -274,10 +273,9 @@ HUB_TOKEN = "hf_testTOKENthatMustNotBeWritten123"
 def clean_run(tmp_path_factory):
     """`balance_sft.main` in-process on data whose every record passes both checks (zero hard rows), with an
     `hdr:` section and a `hub_token` as a recipe would give them."""
-    from conftest import build_tiny_model, build_tokenizer, make_conversations
-
     from balancetrl.hdr.config import HDRConfig
     from balancetrl.scripts.balance_sft import main, make_parser
+    from conftest import build_tiny_model, build_tokenizer, make_conversations
 
     tmp = tmp_path_factory.mktemp("clean")
     tok = build_tokenizer()

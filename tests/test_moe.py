@@ -1,15 +1,14 @@
 """A tiny Mixtral (4 experts, top-2): TRL's router aux term is kept, weighted and scaled over accumulation as TRL does."""
 
-import copy
 
 import pytest
 import torch
+from test_trainer import by_hand, one_batch
 from transformers import MixtralConfig, MixtralForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
 from conftest import as_dataset, tilt_toward_cot
-from test_trainer import by_hand, one_batch
 
 COEF = 0.5  # large enough that the aux term moves the loss and the update visibly
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
-
 from test_distributed import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -203,7 +203,7 @@ def parse_json_calls(text: str) -> list[dict]:
         except (ValueError, RecursionError) as e2:  # an integer past Python's 4,300 digits; deep nesting
             raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e2)}") from None
         if not all(isinstance(v, dict) for v in value):
-            raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects")
+            raise CallParseError("call_parse_error", "several JSON values in one block must all be call objects") from None
     except (ValueError, RecursionError) as e:  # an integer past Python's 4,300 digits; deep nesting
         raise CallParseError("call_parse_error", f"not usable JSON: {why_unusable(e)}") from None
     items = value if isinstance(value, list) else [value]

@@ -502,7 +502,7 @@ def _tools_from_system(text: str) -> list[dict] | None:
             try:
                 value = python_literal(body)
             except CallParseError as e:
-                raise FormatError("invalid_tools_json", f"the <tools> block of the system prompt: {e.message}")
+                raise FormatError("invalid_tools_json", f"the <tools> block of the system prompt: {e.message}") from None
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
