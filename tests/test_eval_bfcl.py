@@ -242,8 +242,9 @@ def test_eval_command_tiny_model_end_to_end(tiny_model_dir, tmp_path, capsys):
 
 
 def test_unknown_category_is_rejected():
-    with pytest.raises(ValueError, match="only single-turn"):
-        bfcl.resolve_categories(["multi_turn_base"])
+    with pytest.raises(ValueError, match="agentic"):
+        bfcl.resolve_categories(["web_search_base"])
+    assert bfcl.resolve_categories(["multi_turn", "simple_python"]) == ["simple_python", *bfcl.MULTI_TURN_CATEGORIES]
     with pytest.raises(Exception, match="Invalid test category"):
         bfcl.resolve_categories(["no_such_category"])
 
@@ -259,7 +260,7 @@ def test_vllm_backend_missing_gives_clear_error(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    from balancetrl.eval.generation import generate_vllm
+    from balancetrl.generation import OfflineVLLM
 
     with pytest.raises(ImportError, match=r"balancetrl\[vllm\]"):
-        generate_vllm("some/dir", ["hi"])
+        OfflineVLLM("some/dir", None)
