@@ -9,8 +9,10 @@ ground-truth trajectory). ``LocalFCHandler`` fills in the FC hooks of that drive
 - the model call: the conversation and the offered functions rendered through the chat template (``tools``), one
   greedy completion from the shared generation layer;
 - the output parsed by ``parse_assistant_output`` (the same parser training uses) into reasoning + calls;
-- every call checked by ``guard.executable_calls`` before bfcl's executor may ``eval`` it (a rejected step ends the
-  turn, as an undecodable output does in bfcl);
+- every call checked by ``guard.executable_calls`` against the entry's functions (those offered and those Miss Func
+  holds out: bfcl's executor runs any method of the entry's classes, and one bfcl entry's ground truth calls a
+  held-out function before it is offered) before bfcl's executor may ``eval`` it; a rejected step ends the turn, as
+  an undecodable output does in bfcl;
 - the calls and their results appended to the conversation as an assistant ``tool_calls`` message and ``tool``
   messages.
 
@@ -37,6 +39,19 @@ from .guard import RejectedCall, executable_calls
 
 # `model(messages, tools) -> Completion`: one assistant step of a conversation.
 StepModel = Callable[[list[dict], list[dict]], Completion]
+
+
+def check_template_renders_tools(tokenizer, chat_template: str | None = None) -> None:
+    """Multi-turn is FC style: the functions reach the model only through the chat template's ``tools``. A template
+    that drops them would score a model that never saw a function: refuse it up front."""
+    probe = {"name": "balancetrl_probe_function", "description": "probe", "parameters": {"type": "object",
+                                                                                         "properties": {}}}
+    text = render_prompt_texts(tokenizer, [[{"role": "user", "content": "hi"}]], [[probe]], chat_template)[0]
+    if probe["name"] not in text:
+        raise ValueError(
+            "the chat template does not render `tools`, so the model would never see the functions of a multi-turn "
+            "entry; use a tool-calling template (balancetrl eval --chat-template qwen3 or qwen3_training)"
+        )
 
 
 class ChatStepModel:
@@ -106,11 +121,11 @@ def _handler_class():
             super().__init__(model_name=run_name, temperature=0.0, registry_name=run_name, is_fc_model=True)
             self.model = model
             self.turns: list[list[StepLog]] = []
-            self._entry: dict = {}
+            self.functions: list[dict] = []  # the guard's allow-list
 
         # -- conversation --
         def _pre_query_processing_FC(self, inference_data, test_entry):
-            self._entry = test_entry  # bfcl extends test_entry["function"] in place when a held-out one arrives
+            self.functions = entry_functions(test_entry)
             return {"message": []}
 
         def _compile_tools(self, inference_data, test_entry):
@@ -143,7 +158,7 @@ def _handler_class():
             executable = []
             if log.calls:
                 try:
-                    executable = executable_calls(log.calls, self._entry["function"])
+                    executable = executable_calls(log.calls, self.functions)
                 except RejectedCall as e:
                     log.rejected = f"{e.reason}: {e}"
             if executable:
@@ -163,7 +178,7 @@ def _handler_class():
             # the last stop before bfcl's eval(), and the checker calls it on stored results too.
             if not result:
                 return []
-            return executable_calls(parse_python_calls(result), self._entry["function"])
+            return executable_calls(parse_python_calls(result), self.functions)
 
         def _add_assistant_message_FC(self, inference_data, model_response_data):
             inference_data["message"].append(model_response_data["message"])
@@ -178,6 +193,12 @@ def _handler_class():
             return inference_data
 
     return LocalFCHandler
+
+
+def entry_functions(entry: dict) -> list[dict]:
+    """Function docs of an entry: those offered from the start and those Miss Func adds later."""
+    held_out = [doc for docs in entry.get("missed_function", {}).values() for doc in docs]
+    return list(entry["function"]) + held_out
 
 
 def load_entries(category: str, limit: int | None = None) -> list[dict]:
@@ -208,9 +229,6 @@ def run_entry(model: StepModel, item: dict, category: str, run_name: str | None 
                 copy.deepcopy(item["entry"]), include_input_log=False, exclude_state_log=True
             )
         # The checker re-decodes `result` with this handler (the guard again) and replays it in fresh instances.
-        handler._entry = copy.deepcopy(item["entry"])
-        for functions in handler._entry.get("missed_function", {}).values():
-            handler._entry["function"].extend(functions)
         verdict = bfcl.eval_runner._evaluate_single_multi_turn_entry(
             handler, item["id"], result, item["ground_truth"], copy.deepcopy(item["entry"]), run_name, category
         )

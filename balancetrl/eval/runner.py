@@ -73,6 +73,10 @@ def evaluate_bfcl(
 
     single = [c for c in cats if c in bfcl.SINGLE_TURN_CATEGORIES]
     multi = [c for c in cats if c in bfcl.MULTI_TURN_CATEGORIES]
+    if multi:
+        from .multi_turn import check_template_renders_tools
+
+        check_template_renders_tools(tokenizer)  # before any single-turn work is spent
 
     if backend == "transformers":
         engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True)
