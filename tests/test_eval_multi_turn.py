@@ -132,7 +132,9 @@ def test_injected_outputs_are_rejected_before_execution(tmp_path):
     create = f"open({str(marker)!r}, 'w').close()"
 
     # The hazard is real: bfcl's executor runs an argument name as code.
-    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import (
+        execute_multi_turn_func_call,
+    )
 
     with mt.fresh_environments():
         execute_multi_turn_func_call([f"cd(folder={create} or 'x')"], item["entry"]["initial_config"],
@@ -180,7 +182,9 @@ def test_injected_outputs_are_rejected_before_execution(tmp_path):
 
 def test_two_models_do_not_share_environment_state():
     (item,) = mt.load_entries("multi_turn_base", 1)
-    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import (
+        execute_multi_turn_func_call,
+    )
 
     cfg, classes = item["entry"]["initial_config"], item["entry"]["involved_classes"]
     # bfcl alone: the same model name and entry id share one file system across runs

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from balancetrl import generation
-from balancetrl.generation import vllm_backend as gen
 from balancetrl.generation import (
     GenerationBackend,
     TransformersGeneration,
@@ -19,6 +18,7 @@ from balancetrl.generation import (
     shard_bounds,
     vllm_call_plan,
 )
+from balancetrl.generation import vllm_backend as gen
 
 TOOLS = [
     {

@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.calls import CallParseError, parse_python_calls, to_tool_calls
-from ..generation import Completion, parse_assistant_output, render_prompt_texts, tokenize_prompt_texts
+from ..generation import (
+    Completion,
+    parse_assistant_output,
+    render_prompt_texts,
+    tokenize_prompt_texts,
+)
 from . import bfcl as bfcl_adapter
 from .bfcl import MULTI_TURN_CATEGORIES
 from .guard import RejectedCall, executable_calls

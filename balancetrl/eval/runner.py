@@ -83,16 +83,16 @@ def evaluate_bfcl(
     else:
         engine = _offline_vllm(model_spec, tokenizer)
 
-    rows = []
+    rows, gen_seconds = [], 0.0
     result_dir = output_dir / "bfcl_result"
-    t0 = time.perf_counter()
     if single:
         engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
         rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style)
     if multi:
         engine.progress = None  # one step at a time: the bar counts entries instead
         rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress)
-    gen_seconds = time.perf_counter() - t0
+    # model time only: single-turn generation wall time plus every multi-turn step's generation time
+    gen_seconds = sum(r["generation_seconds"] for r in rows)
     rows = [next(r for r in rows if r["category"] == c) for c in cats]
 
     out = {
@@ -102,7 +102,7 @@ def evaluate_bfcl(
         "limit": limit,
         "bfcl_eval_version": _bfcl_version(),
         "scoring_profile": bfcl.BFCL_SCORING_MODEL,
-        "generation_seconds": gen_seconds,  # generation and scoring: multi-turn interleaves them
+        "generation_seconds": gen_seconds,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "table2": report.table2(rows),
@@ -138,7 +138,9 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     items = {c: bfcl.load_category(c, limit) for c in cats}
     flat = [(c, i) for c in cats for i in range(len(items[c]))]
     prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
+    started = time.perf_counter()
     gens = [row[0] for row in engine.complete(tokenize_prompt_texts(tokenizer, prompts), max_new_tokens=max_new_tokens)]
+    seconds = time.perf_counter() - started
 
     by_cat: dict[str, list] = {c: [] for c in cats}
     for (c, i), prompt, g in zip(flat, prompts, gens):
@@ -163,6 +165,7 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
                 f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, **v}, default=str) + "\n")
         bfcl.write_result_file(result_dir, c, records)
         rows.append(report.summarize(c, verdicts, [g.latency for _, _, g in by_cat[c]]))
+        rows[-1]["generation_seconds"] = seconds * len(by_cat[c]) / max(len(gens), 1)  # batches mix categories
     return rows
 
 
@@ -177,6 +180,7 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
         entry_dir = output_dir / "entries" / c
         entry_dir.mkdir(parents=True, exist_ok=True)
         verdicts, latencies, records = [], [], []
+        started = time.perf_counter()
         bar = progress_bar(len(items), c if progress else None, unit="entry")
         for item in items:
             outcome = run_entry(model, item, c)
@@ -196,4 +200,6 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
         bar.close()
         bfcl.write_result_file(result_dir, c, records)
         rows.append(report.summarize(c, verdicts, latencies))
+        rows[-1]["generation_seconds"] = sum(latencies)
+        rows[-1]["seconds_per_entry"] = (time.perf_counter() - started) / max(len(items), 1)  # model + execution
     return rows

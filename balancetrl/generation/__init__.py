@@ -16,8 +16,20 @@ from __future__ import annotations
 import dataclasses
 
 from ..data.calls import CallParseError, parse_assistant_output
-from .base import Completion, Conversation, GenerationBackend, Tools, progress_bar, shard_bounds
-from .decoding import END_OF_TURN_TOKENS, completion_length, decode_completion, stop_token_ids
+from .base import (
+    Completion,
+    Conversation,
+    GenerationBackend,
+    Tools,
+    progress_bar,
+    shard_bounds,
+)
+from .decoding import (
+    END_OF_TURN_TOKENS,
+    completion_length,
+    decode_completion,
+    stop_token_ids,
+)
 from .prompts import render_prompt_texts, render_prompts, tokenize_prompt_texts
 from .transformers_backend import TransformersGeneration
 from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan

@@ -8,7 +8,16 @@ from contextlib import nullcontext
 
 import torch
 
-from .base import Completion, Conversation, Tools, check_request, gather, progress_bar, seeded, shard_bounds
+from .base import (
+    Completion,
+    Conversation,
+    Tools,
+    check_request,
+    gather,
+    progress_bar,
+    seeded,
+    shard_bounds,
+)
 from .decoding import completion_length, decode_completion, stop_token_ids
 from .prompts import render_prompts
 

@@ -15,7 +15,9 @@ import dataclasses
 import time
 
 from .base import Completion, Conversation, Tools, check_request, shard_bounds
-from .base import gather as _gather  # module-level name: tests stand in for the collective
+from .base import (
+    gather as _gather,  # module-level name: tests stand in for the collective
+)
 from .decoding import completion_length, decode_completion, stop_token_ids
 from .prompts import render_prompts
 
