@@ -242,8 +242,9 @@ def test_eval_command_tiny_model_end_to_end(tiny_model_dir, tmp_path, capsys):
 
 
 def test_unknown_category_is_rejected():
-    with pytest.raises(ValueError, match="only single-turn"):
-        bfcl.resolve_categories(["multi_turn_base"])
+    with pytest.raises(ValueError, match="agentic"):
+        bfcl.resolve_categories(["web_search_base"])
+    assert bfcl.resolve_categories(["multi_turn", "simple_python"]) == ["simple_python", *bfcl.MULTI_TURN_CATEGORIES]
     with pytest.raises(Exception, match="Invalid test category"):
         bfcl.resolve_categories(["no_such_category"])
 
@@ -259,7 +260,37 @@ def test_vllm_backend_missing_gives_clear_error(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    from balancetrl.eval.generation import generate_vllm
+    from balancetrl.generation import OfflineVLLM
 
     with pytest.raises(ImportError, match=r"balancetrl\[vllm\]"):
-        generate_vllm("some/dir", ["hi"])
+        OfflineVLLM("some/dir", None)
+
+
+def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):
+    """`balancetrl eval --categories multi_turn_base --limit 2` end to end: bfcl's loop, our model call, the report."""
+    out = tmp_path / "out"
+    argv = ["eval", "--model", str(tiny_model_dir), "--categories", "multi_turn_base", "--limit", "2",
+            "--max-new-tokens", "4", "--output-dir", str(out), "--no-progress"]
+    with pytest.raises(ValueError, match="does not render `tools`"):  # the fixture's template drops tools
+        _run_cli(argv)
+    assert _run_cli(argv + ["--chat-template", "qwen3_training", "--check-with-bfcl"]) == 0
+    assert "| Multi-Turn Overall | Base | Miss Func | Miss Param | Long Context |" in capsys.readouterr().out
+
+    report = json.loads((out / "results.json").read_text())
+    assert [(r["category"], r["correct"], r["total"]) for r in report["categories"]] == [("multi_turn_base", 0, 2)]
+    base = {"accuracy": 0.0, "correct": 0, "total": 2, "categories": ["multi_turn_base"]}
+    assert report["table2"]["multi_turn"] == {
+        "base": base, "miss_func": None, "miss_param": None, "long_context": None, "overall": base,
+    }
+    assert report["table2"]["single_turn"] == {"non_live": None, "live": None, "overall": None}
+    assert report["bfcl_scorer"]["agree"] is True
+    assert report["bfcl_scorer"]["categories"]["multi_turn_base"]["total_count"] == 2
+    assert "| 0.00% (0/2) | 0.00% (0/2) | – | – | – | – | – | – |" in (out / "results.md").read_text()
+
+    entry = json.loads((out / "entries" / "multi_turn_base" / "multi_turn_base_1.json").read_text())
+    assert entry["id"] == "multi_turn_base_1" and entry["valid"] is False
+    assert entry["turns"][0]["query"][0]["role"] == "user"
+    step = entry["turns"][0]["steps"][0]
+    assert 0 < step["completion_tokens"] <= 4 and step["prompt_tokens"] > 500 and isinstance(step["raw_output"], str)
+    results = (out / "bfcl_result").rglob("BFCL_v4_multi_turn_base_result.json")
+    assert [len(p.read_text().splitlines()) for p in results] == [2]

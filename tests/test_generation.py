@@ -7,8 +7,8 @@ from typing import ClassVar
 import pytest
 import torch
 
-from balancetrl.hdr import generation as gen
-from balancetrl.hdr.generation import (
+from balancetrl import generation
+from balancetrl.generation import (
     GenerationBackend,
     TransformersGeneration,
     VLLMSettings,
@@ -18,6 +18,7 @@ from balancetrl.hdr.generation import (
     shard_bounds,
     vllm_call_plan,
 )
+from balancetrl.generation import vllm_backend as gen
 
 TOOLS = [
     {
@@ -167,13 +168,13 @@ def test_stop_token_ids_merges_tokenizer_and_generation_config(tokenizer, model)
         generation_config = GenerationConfig(eos_token_id=[tokenizer.pad_token_id, tokenizer.eos_token_id])
 
     vocab = tokenizer.get_vocab()
-    end_of_turn = [vocab[t] for t in gen.END_OF_TURN_TOKENS if t in vocab]
+    end_of_turn = [vocab[t] for t in generation.END_OF_TURN_TOKENS if t in vocab]
     assert end_of_turn  # the test tokenizer has <|im_end|> / <|endoftext|>
     expected = [tokenizer.eos_token_id, tokenizer.pad_token_id]
     expected += [i for i in end_of_turn if i not in expected]
-    assert gen.stop_token_ids(tokenizer, M()) == expected
+    assert generation.stop_token_ids(tokenizer, M()) == expected
     alone = [tokenizer.eos_token_id] + [i for i in end_of_turn if i != tokenizer.eos_token_id]
-    assert gen.stop_token_ids(tokenizer) == alone
+    assert generation.stop_token_ids(tokenizer) == alone
 
 
 @pytest.mark.parametrize("n,world", [(0, 2), (1, 2), (5, 2), (6, 3), (7, 4), (3, 8)])

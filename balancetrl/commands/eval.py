@@ -1,4 +1,4 @@
-"""`balancetrl eval`: BFCL single-turn evaluation of a model (see balancetrl.eval.runner)."""
+"""`balancetrl eval`: BFCL single- and multi-turn evaluation of a model (see balancetrl.eval.runner)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class EvalCommand(Command):
         p.add_argument("--model", required=True, help="HF model dir, .gguf file, or alias smollm2-135m-instruct")
         p.add_argument(
             "--categories", nargs="+", default=None,
-            help="BFCL single-turn categories or groups (e.g. simple_python live). Default: the python "
-            "AST and relevance categories, live included.",
+            help="BFCL categories or groups (e.g. simple_python live multi_turn). Multi-turn categories run FC style "
+            "(tools through the chat template). Default: the python single-turn AST and relevance categories, live "
+            "included.",
         )
         p.add_argument("--limit", type=int, default=None, help="first N entries per category (quick looks)")
         p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
@@ -28,7 +29,8 @@ class EvalCommand(Command):
         p.add_argument("--max-new-tokens", type=int, default=512)
         p.add_argument(
             "--chat-template", default="keep", choices=("keep", "qwen3", "qwen3_training"),
-            help="keep the model's own template (as bfcl does) or use TRL's Qwen3 ChatML one",
+            help="keep the model's own template (as bfcl does) or use TRL's Qwen3 ChatML one (multi-turn needs a "
+            "template that renders tools)",
         )
         p.add_argument(
             "--prompt-style", default="prompt", choices=("prompt", "fc"),

@@ -25,11 +25,14 @@ BFCL_SCORING_MODEL = "Qwen/Qwen3-0.6B"
 BFCL_RESULT_MODEL_DIR = BFCL_SCORING_MODEL.replace("/", "_")
 
 # Single-turn categories: one prompt, one answer, AST-checked (or relevance-checked).
-# Multi-turn and agentic categories need bfcl's execution loop and are out of scope.
 SINGLE_TURN_CATEGORIES = (
     "simple_python", "simple_java", "simple_javascript", "multiple", "parallel",
     "parallel_multiple", "irrelevance", "live_simple", "live_multiple", "live_parallel",
     "live_parallel_multiple", "live_irrelevance", "live_relevance",
+)
+# Multi-turn: bfcl's execution loop with our model call in each step (balancetrl.eval.multi_turn).
+MULTI_TURN_CATEGORIES = (
+    "multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context",
 )
 DEFAULT_CATEGORIES = (
     "simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
@@ -74,17 +77,19 @@ def import_bfcl() -> types.SimpleNamespace:
 
 
 def resolve_categories(names: list[str]) -> list[str]:
-    """Expand bfcl category names and groups (e.g. `live`), keeping only single-turn ones."""
+    """Expand bfcl category names and groups (e.g. `live`, `multi_turn`) into the categories we evaluate:
+    single-turn ones, then multi-turn ones (see `balancetrl.eval.multi_turn`), in bfcl's order."""
     bfcl = import_bfcl()
     expanded = bfcl.utils.parse_test_category_argument(list(names))
-    unsupported = [c for c in expanded if c not in SINGLE_TURN_CATEGORIES]
+    supported = SINGLE_TURN_CATEGORIES + MULTI_TURN_CATEGORIES
+    unsupported = [c for c in expanded if c not in supported]
     if unsupported and all(n not in ("all", "all_scoring") for n in names):
         raise ValueError(
-            f"Unsupported BFCL categories {unsupported}: only single-turn categories are evaluated "
-            f"({', '.join(SINGLE_TURN_CATEGORIES)})."
+            f"Unsupported BFCL categories {unsupported}: balancetrl evaluates the single-turn categories "
+            f"({', '.join(SINGLE_TURN_CATEGORIES)}) and the multi-turn ones ({', '.join(MULTI_TURN_CATEGORIES)}); "
+            "agentic (web search, memory) and format-sensitivity categories are not run."
         )
-    # Keep bfcl's canonical order of SINGLE_TURN_CATEGORIES for stable tables.
-    return [c for c in SINGLE_TURN_CATEGORIES if c in expanded]
+    return [c for c in supported if c in expanded]
 
 
 def load_category(category: str, limit: int | None = None) -> list[dict]:
@@ -249,10 +254,11 @@ def build_prompt(tokenizer, prompt_entry: dict, prompt_style: str = "prompt") ->
     `fc`: like bfcl's Qwen FC handler, the functions go to the chat template as `tools` (for our ChatML templates:
     the `<tools>` system block the model was trained with) and the model answers in `<tool_call>` blocks.
     """
+    from ..generation import render_prompt_texts
+
     if prompt_style == "fc":
-        return tokenizer.apply_chat_template(copy.deepcopy(prompt_entry["question"][0]),
-                                             tools=prompt_entry["function"], add_generation_prompt=True, tokenize=False)
-    return tokenizer.apply_chat_template(build_messages(prompt_entry), add_generation_prompt=True, tokenize=False)
+        return render_prompt_texts(tokenizer, [copy.deepcopy(prompt_entry["question"][0])], [prompt_entry["function"]])[0]
+    return render_prompt_texts(tokenizer, [build_messages(prompt_entry)])[0]
 
 
 def answer_text(category: str, raw_output: str, prompt_style: str = "prompt") -> str:

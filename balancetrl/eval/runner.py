@@ -1,11 +1,13 @@
-"""`evaluate_bfcl`: prompt, generate, decode and score BFCL single-turn categories end to end.
+"""`evaluate_bfcl`: prompt, generate, decode and score BFCL single- and multi-turn categories end to end.
 
 Output directory layout:
 
-    results.json / results.md          the table (per-category accuracy, counts, errors)
+    results.json / results.md          the paper's Table 2 cells and the per-category table (accuracy, counts, errors)
     bfcl_result/<model>/<group>/BFCL_v4_<category>_result.json
                                        bfcl's result-file format: `bfcl evaluate` can re-score it
-    samples/<category>.jsonl           per sample: prompt, raw output, reasoning, verdict
+    samples/<category>.jsonl           single-turn, per sample: prompt, raw output, reasoning, verdict
+    entries/<category>/<id>.json       multi-turn, per entry: each turn's query and steps (raw output, parsed calls,
+                                       guard rejection, executed calls, tool results) and bfcl's checker verdict
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ..generation import OfflineVLLM, TransformersGeneration, tokenize_prompt_texts
 from . import bfcl, report
-from .generation import generate_transformers, generate_vllm
 
 
 def _load(model_spec: str, chat_template: str, dtype: str, backend: str):
@@ -69,53 +71,29 @@ def evaluate_bfcl(
     if tokenizer is None or (model is None and backend == "transformers"):
         model, tokenizer = _load(model_spec, chat_template, dtype, backend)
 
-    items = {c: bfcl.load_category(c, limit) for c in cats}
-    flat = [(c, i) for c in cats for i in range(len(items[c]))]
-    prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
+    single = [c for c in cats if c in bfcl.SINGLE_TURN_CATEGORIES]
+    multi = [c for c in cats if c in bfcl.MULTI_TURN_CATEGORIES]
+    if multi:
+        from .multi_turn import check_template_renders_tools
 
-    t0 = time.perf_counter()
+        check_template_renders_tools(tokenizer)  # before any single-turn work is spent
+
     if backend == "transformers":
-        gens = generate_transformers(
-            model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-            progress=progress, desc="BFCL generation",
-        )
+        engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True)
     else:
-        from ..models import resolve_spec
+        engine = _offline_vllm(model_spec, tokenizer)
 
-        folder, gguf_file = resolve_spec(model_spec)
-        if gguf_file:
-            # vLLM's GGUF path needs a separate HF tokenizer; the wheel ships none. Untested, so refuse.
-            raise ValueError("--backend vllm needs a Hugging Face model directory, not a .gguf file")
-        gens = generate_vllm(folder, prompts, max_new_tokens=max_new_tokens)
-    gen_seconds = time.perf_counter() - t0
-
-    by_cat: dict[str, list] = {c: [] for c in cats}
-    for (c, i), prompt, g in zip(flat, prompts, gens):
-        by_cat[c].append((items[c][i], prompt, g))
-
-    rows = []
+    rows, gen_seconds = [], 0.0
     result_dir = output_dir / "bfcl_result"
-    (output_dir / "samples").mkdir(parents=True, exist_ok=True)
-    for c in cats:
-        answers = [bfcl.answer_text(c, g.text, prompt_style) for _, _, g in by_cat[c]]
-        answers, verdicts = bfcl.score_answers(c, [it for it, _, _ in by_cat[c]], answers)
-        records = []
-        with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
-            for (item, prompt, g), answer, v in zip(by_cat[c], answers, verdicts):
-                reasoning, _ = bfcl.split_think(g.text)
-                rec = {
-                    "id": item["id"], "result": answer, "input_token_count": g.input_tokens,
-                    "output_token_count": g.output_tokens, "latency": g.latency,
-                }
-                # raw_output stays in the sample (to read, never re-scored); bfcl's result file gets the marker
-                decodable = answer != bfcl.REFUSED_OUTPUT
-                if reasoning and decodable:
-                    rec["reasoning_content"] = reasoning
-                records.append(rec)
-                f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, "decodable": decodable, **v},
-                                   default=str) + "\n")
-        bfcl.write_result_file(result_dir, c, records)
-        rows.append(report.summarize(c, verdicts, [g.latency for _, _, g in by_cat[c]]))
+    if single:
+        engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
+        rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style)
+    if multi:
+        engine.progress = None  # one step at a time: the bar counts entries instead
+        rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress)
+    # model time only: single-turn generation wall time plus every multi-turn step's generation time
+    gen_seconds = sum(r["generation_seconds"] for r in rows)
+    rows = [next(r for r in rows if r["category"] == c) for c in cats]
 
     out = {
         "model": str(model_spec),
@@ -127,12 +105,16 @@ def evaluate_bfcl(
         "generation_seconds": gen_seconds,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
+        "table2": report.table2(rows),
         "categories": rows,
         "overall": report.overall(rows),
         "bfcl_result_dir": str(result_dir),
     }
     if check_with_bfcl:
-        theirs = bfcl.run_bfcl_scorer(result_dir, output_dir / "bfcl_score", cats)
+        from .multi_turn import fresh_environments
+
+        with fresh_environments():  # bfcl's scorer caches environments by its model name: start and end clean
+            theirs = bfcl.run_bfcl_scorer(result_dir, output_dir / "bfcl_score", cats)
         ours = {r["category"]: (r["correct"], r["total"]) for r in rows}
         agree = all(
             c in theirs and (theirs[c]["correct_count"], theirs[c]["total_count"]) == ours[c] for c in cats
@@ -140,3 +122,87 @@ def evaluate_bfcl(
         out["bfcl_scorer"] = {"agree": agree, "categories": theirs}
     report.save(out, output_dir)
     return out
+
+
+def _offline_vllm(model_spec, tokenizer) -> OfflineVLLM:
+    from ..models import resolve_spec
+
+    folder, gguf_file = resolve_spec(model_spec)
+    if gguf_file:
+        # vLLM's GGUF path needs a separate HF tokenizer; the wheel ships none. Untested, so refuse.
+        raise ValueError("--backend vllm needs a Hugging Face model directory, not a .gguf file")
+    return OfflineVLLM(folder, tokenizer)
+
+
+def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style) -> list[dict]:
+    items = {c: bfcl.load_category(c, limit) for c in cats}
+    flat = [(c, i) for c in cats for i in range(len(items[c]))]
+    prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
+    started = time.perf_counter()
+    gens = [row[0] for row in engine.complete(tokenize_prompt_texts(tokenizer, prompts), max_new_tokens=max_new_tokens)]
+    seconds = time.perf_counter() - started
+
+    by_cat: dict[str, list] = {c: [] for c in cats}
+    for (c, i), prompt, g in zip(flat, prompts, gens):
+        by_cat[c].append((items[c][i], prompt, g))
+
+    rows = []
+    (output_dir / "samples").mkdir(parents=True, exist_ok=True)
+    for c in cats:
+        answers = [bfcl.answer_text(c, g.text, prompt_style) for _, _, g in by_cat[c]]
+        answers, verdicts = bfcl.score_answers(c, [it for it, _, _ in by_cat[c]], answers)
+        records = []
+        with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
+            for (item, prompt, g), answer, v in zip(by_cat[c], answers, verdicts):
+                reasoning, _ = bfcl.split_think(g.text)
+                rec = {
+                    "id": item["id"], "result": answer, "input_token_count": g.prompt_tokens,
+                    "output_token_count": g.completion_tokens, "latency": g.latency,
+                }
+                # raw_output stays in the sample (to read, never re-scored); bfcl's result file gets the marker
+                decodable = answer != bfcl.REFUSED_OUTPUT
+                if reasoning and decodable:
+                    rec["reasoning_content"] = reasoning
+                records.append(rec)
+                f.write(json.dumps({**rec, "prompt": prompt, "raw_output": g.text, "decodable": decodable, **v},
+                                   default=str) + "\n")
+        bfcl.write_result_file(result_dir, c, records)
+        rows.append(report.summarize(c, verdicts, [g.latency for _, _, g in by_cat[c]]))
+        rows[-1]["generation_seconds"] = seconds * len(by_cat[c]) / max(len(gens), 1)  # batches mix categories
+    return rows
+
+
+def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress) -> list[dict]:
+    from ..generation import progress_bar
+    from .multi_turn import ChatStepModel, load_entries, run_entry, summarize_steps
+
+    model = ChatStepModel(engine, tokenizer, max_new_tokens=max_new_tokens)
+    rows = []
+    for c in cats:
+        items = load_entries(c, limit)
+        entry_dir = output_dir / "entries" / c
+        entry_dir.mkdir(parents=True, exist_ok=True)
+        verdicts, latencies, records = [], [], []
+        started = time.perf_counter()
+        bar = progress_bar(len(items), c if progress else None, unit="entry")
+        for item in items:
+            outcome = run_entry(model, item, c)
+            steps = summarize_steps(outcome["turns"])
+            verdict = {k: outcome[k] for k in ("valid", "error_type", "error")}
+            verdicts.append(verdict)
+            latencies.append(steps["latency"])
+            records.append({"id": item["id"], "result": outcome["result"], "latency": steps["latency"]})
+            turns = [
+                {"query": query, "steps": steps_of_turn}
+                for query, steps_of_turn in zip(item["entry"]["question"], outcome["turns"])
+            ]
+            (entry_dir / f"{item['id']}.json").write_text(
+                json.dumps({"id": item["id"], **verdict, **steps, "turns": turns}, indent=1, default=str) + "\n"
+            )
+            bar.update(1)
+        bar.close()
+        bfcl.write_result_file(result_dir, c, records)
+        rows.append(report.summarize(c, verdicts, latencies))
+        rows[-1]["generation_seconds"] = sum(latencies)
+        rows[-1]["seconds_per_entry"] = (time.perf_counter() - started) / max(len(items), 1)  # model + execution
+    return rows

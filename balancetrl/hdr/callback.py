@@ -84,7 +84,7 @@ class HDRCallback(TrainerCallback):
             self._backend = self._make_backend()
 
     def _make_backend(self):
-        from .generation import TransformersGeneration, VLLMBackend, VLLMSettings
+        from ..generation import TransformersGeneration, VLLMBackend, VLLMSettings
 
         trainer, cfg = self.trainer, self.config
         template = trainer.chat_template or trainer._tokenizer.chat_template
@@ -92,7 +92,8 @@ class HDRCallback(TrainerCallback):
             settings = VLLMSettings.from_args(cfg)
             return VLLMBackend.from_trainer(trainer, settings, chat_template=template)
         return TransformersGeneration(trainer.model_wrapped, trainer.processing_class, trainer.accelerator,
-                                      batch_size=cfg.generation_batch_size, chat_template=template)
+                                      batch_size=cfg.generation_batch_size, chat_template=template,
+                                      progress="HDR regeneration")
 
     def epoch_sizes(self) -> list[int]:
         return [self.plan.size(e) for e in range(self.plan.num_epochs)]

@@ -1,0 +1,75 @@
+"""Execution guard: model-chosen calls are checked before bfcl's executor turns them into Python source and
+``eval``s it.
+
+bfcl's multi-turn executor builds ``name(key=repr(value), ...)`` strings from the model's calls and evaluates them
+in its own module namespace. A function name, an argument name or a value is therefore code. A call is executable
+only when its name is one of the functions offered to the model at that point, every argument name is an
+identifier of that function's schema, and every value is plain data (str, int, finite float, bool, None, and lists
+and string-keyed dicts of those), which is what the parsers produce from JSON or ``ast`` literals. Anything else
+rejects the whole step: nothing of it is executed and the model has made no call.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from typing import Any
+
+
+class RejectedCall(ValueError):
+    """A model call that must not be executed. ``reason`` is a machine-readable code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _is_identifier(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _check_value(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise RejectedCall("value_too_deep", f"{where}: value nested deeper than 32 levels")
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):  # repr gives `inf`/`nan`: names, not literals
+            raise RejectedCall("non_literal_value", f"{where}: non-finite number {value!r}")
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_value(item, where, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RejectedCall("non_literal_value", f"{where}: dict key {key!r} is not a string")
+            _check_value(item, where, depth + 1)
+        return
+    raise RejectedCall("non_literal_value", f"{where}: {type(value).__name__} is not a literal value")
+
+
+def executable_calls(calls: list[dict], functions: list[dict]) -> list[str]:
+    """bfcl executor strings (``name(key=repr(value),...)``, bfcl's own ``convert_to_function_call`` format) of
+    ``calls`` (``{"name", "arguments"}`` dicts), or ``RejectedCall`` naming the first call that must not run.
+
+    ``functions``: the bfcl function docs offered to the model at this step.
+    """
+    docs = {doc["name"]: doc for doc in functions}
+    out = []
+    for call in calls:
+        name, arguments = call.get("name"), call.get("arguments")
+        if not _is_identifier(name) or name not in docs:
+            raise RejectedCall("unknown_function", f"{name!r} is not one of the functions offered to the model")
+        if not isinstance(arguments, dict):
+            raise RejectedCall("non_literal_value", f"{name}: arguments must be an object")
+        properties = (docs[name].get("parameters") or {}).get("properties") or {}
+        for key, value in arguments.items():
+            if not _is_identifier(key):
+                raise RejectedCall("bad_argument_name", f"{name}: argument name {key!r} is not an identifier")
+            if key not in properties:
+                raise RejectedCall("unknown_argument", f"{name}: {key!r} is not a parameter of its schema")
+            _check_value(value, f"{name}.{key}")
+        out.append(f"{name}(" + ",".join(f"{key}={value!r}" for key, value in arguments.items()) + ")")
+    return out

@@ -1,0 +1,58 @@
+"""One generation layer for every part that asks a model for answers (the HDR rounds, BFCL evaluation), the way
+TRL keeps ``trl/generation/`` for all its trainers.
+
+- ``prompts``: a conversation and its tools rendered up to an open assistant turn with the training chat template.
+- ``transformers_backend.TransformersGeneration``: batched ``model.generate`` (greedy or seeded sampling, sharded
+  across ranks, progress bar on the main process).
+- ``vllm_backend``: ``VLLMBackend`` over TRL's ``VLLMGeneration`` (training-time, weight sync) and ``OfflineVLLM``
+  (scoring a saved model).
+- ``decoding``: stop tokens and ids → text.
+- ``parse_assistant_output`` (from ``balancetrl.data.calls``, where the dataset checks use it too): the one parser
+  that turns an output into reasoning + calls + content, so an output is read the same way in training and scoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..data.calls import CallParseError, parse_assistant_output
+from .base import (
+    Completion,
+    Conversation,
+    GenerationBackend,
+    Tools,
+    progress_bar,
+    shard_bounds,
+)
+from .decoding import (
+    END_OF_TURN_TOKENS,
+    completion_length,
+    decode_completion,
+    stop_token_ids,
+)
+from .prompts import render_prompt_texts, render_prompts, tokenize_prompt_texts
+from .transformers_backend import TransformersGeneration
+from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan
+
+
+def make_generation_backend(name: str, **kwargs) -> GenerationBackend:
+    """``"transformers"`` → ``TransformersGeneration(**kwargs)``; ``"vllm"`` → ``VLLMBackend``, where keyword
+    arguments named like ``VLLMSettings`` fields build its settings and the rest go to the constructor."""
+    if name == "transformers":
+        return TransformersGeneration(**kwargs)
+    if name == "vllm":
+        setting_names = {field.name for field in dataclasses.fields(VLLMSettings)}
+        settings = kwargs.pop("settings", None)
+        setting_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in setting_names}
+        if settings is not None and setting_kwargs:
+            raise ValueError("pass either settings= or individual vLLM settings, not both")
+        return VLLMBackend(settings=settings or VLLMSettings(**setting_kwargs), **kwargs)
+    raise ValueError(f"unknown generation backend {name!r}; expected 'transformers' or 'vllm'")
+
+
+__all__ = [
+    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "OfflineVLLM", "Tools",
+    "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
+    "make_generation_backend", "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
+    "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan",
+]

@@ -1,0 +1,92 @@
+"""What every generation backend shares: the request types, the one completion record, sharding across ranks,
+seeding that leaves the training RNG alone, and the progress bar of long generation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+Conversation = list[dict[str, Any]]
+Tools = list[dict[str, Any]] | None
+
+
+@dataclass
+class Completion:
+    """One generated assistant turn."""
+
+    text: str  # decoded up to (excluding) the first stop token
+    prompt_tokens: int
+    completion_tokens: int  # generated tokens, the stop token included when generation reached it
+    latency: float  # seconds: this sample's share of its batch's wall time
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    def generate(
+        self,
+        prompts: list[Conversation],
+        tools: list[Tools],
+        *,
+        num_generations: int,
+        temperature: float,
+        max_new_tokens: int,
+        seed: int | None,
+    ) -> list[list[str]]:
+        """Return, per prompt, ``num_generations`` completion texts of the assistant turn that follows it."""
+        ...
+
+
+def shard_bounds(num_items: int, num_processes: int, process_index: int) -> tuple[int, int]:
+    """Contiguous shard ``[start, stop)`` of rank ``process_index``: ranks hold ``ceil(n / world)`` items each,
+    the last ones fewer (possibly none). Gathering the shards in rank order restores the input order."""
+    per_rank = -(-num_items // num_processes)
+    start = min(process_index * per_rank, num_items)
+    return start, min(start + per_rank, num_items)
+
+
+def check_request(prompts: Sequence, tools: Sequence | None, num_generations, temperature, max_new_tokens) -> None:
+    if tools is not None and len(prompts) != len(tools):
+        raise ValueError(
+            f"got {len(prompts)} prompts but {len(tools)} tool lists; pass None for a prompt without tools"
+        )
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def gather(accelerator, local: list) -> list:
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    return gather_object(local)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device):
+    """Seed sampling without touching the training RNG streams: HDR resume needs the same texts for the same
+    (weights, seed), and training after a round must not depend on how many tokens were sampled in it."""
+    if seed is None:
+        yield
+        return
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # also seeds every CUDA device
+        yield
+
+
+def progress_bar(total: int, desc: str | None, *, main_process: bool = True, unit: str = "sample"):
+    """tqdm bar (done / total, rate) on the main process; ``desc=None`` hides it. Shown on non-TTY streams too
+    (``make demo`` pipes its output), where tqdm's own default would hide it."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=desc is None or not main_process, dynamic_ncols=True)

@@ -1,0 +1,186 @@
+"""The transformers backend: batched, left-padded ``model.generate`` on the model in memory (CPU machines, tests,
+evaluation without vLLM)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import torch
+
+from .base import (
+    Completion,
+    Conversation,
+    Tools,
+    check_request,
+    gather,
+    progress_bar,
+    seeded,
+    shard_bounds,
+)
+from .decoding import completion_length, decode_completion, stop_token_ids
+from .prompts import render_prompts
+
+
+class TransformersGeneration:
+    """Batched, left-padded ``model.generate``; greedy at ``temperature=0``, else seeded sampling.
+
+    ``model`` may be wrapped (DDP, DeepSpeed engine, FSDP; pass ``trainer.model_wrapped``) or a PEFT model: with an
+    ``accelerator`` it is unwrapped through TRL's ``unwrap_model_for_generation`` (ZeRO-3 parameters gathered,
+    gradient checkpointing paused), as GRPOTrainer does for its non-vLLM path. Plain temperature sampling
+    (``top_p=1``, ``top_k=0``) by default, like TRL's vLLM defaults, so both backends sample the same distribution.
+
+    Collective under multiple processes: every rank passes the same full list, works on its contiguous shard and
+    gets the full result back in input order. ``progress`` names the progress bar shown on the main process
+    (``None``: no bar). ``sort_by_length`` batches prompts of similar length together (less padding); it changes
+    which prompts share a batch, hence sampled texts, so HDR keeps input order.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        accelerator=None,
+        batch_size: int = 8,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict | None = None,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        progress: str | None = None,
+        sort_by_length: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        self.accelerator = accelerator
+        self.batch_size = batch_size
+        self.chat_template = chat_template
+        self.chat_template_kwargs = chat_template_kwargs
+        self.top_p = top_p
+        self.top_k = top_k
+        self.progress = progress
+        self.sort_by_length = sort_by_length
+
+    def _unwrapped(self):
+        if self.accelerator is None:
+            return nullcontext(self.model)
+        from trl.models.utils import unwrap_model_for_generation
+
+        return unwrap_model_for_generation(self.model, self.accelerator)
+
+    def _full_params(self):
+        if self.accelerator is None:
+            return nullcontext()
+        from trl.distributed import DistributedBackend
+
+        # FSDP1 keeps shards outside forward; generate's many small forwards would each re-gather (and could hang
+        # when ranks run different step counts), so materialise once, as GRPOTrainer does.
+        return DistributedBackend(self.accelerator).summon_full_params(self.model, recurse=False)
+
+    def _rank(self) -> tuple[int, int]:
+        if self.accelerator is None:
+            return 0, 1
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+    def generate(
+        self,
+        prompts: list[Conversation],
+        tools: list[Tools],
+        *,
+        num_generations: int = 1,
+        temperature: float = 0.7,
+        max_new_tokens: int = 512,
+        seed: int | None = None,
+    ) -> list[list[str]]:
+        """Per conversation, ``num_generations`` completion texts (the HDR interface)."""
+        check_request(prompts, tools, num_generations, temperature, max_new_tokens)
+        rank, world = self._rank()
+        start, stop = shard_bounds(len(prompts), world, rank)
+        prompt_ids = render_prompts(
+            self.tokenizer, prompts[start:stop], tools[start:stop], self.chat_template, self.chat_template_kwargs
+        )
+        local = self._complete(prompt_ids, num_generations, temperature, max_new_tokens, seed)
+        return gather(self.accelerator, [[c.text for c in row] for row in local])
+
+    def complete(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        num_generations: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 512,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
+        """Per already rendered prompt (token ids), ``num_generations`` completions with token counts and latency
+        (the evaluation interface: greedy by default)."""
+        check_request(prompt_ids, None, num_generations, temperature, max_new_tokens)
+        rank, world = self._rank()
+        start, stop = shard_bounds(len(prompt_ids), world, rank)
+        local = self._complete(prompt_ids[start:stop], num_generations, temperature, max_new_tokens, seed)
+        return gather(self.accelerator, local)
+
+    def _complete(self, prompt_ids, num_generations, temperature, max_new_tokens, seed) -> list[list[Completion]]:
+        order = list(range(len(prompt_ids)))
+        if self.sort_by_length:
+            order.sort(key=lambda i: len(prompt_ids[i]))
+        out: list[list[Completion] | None] = [None] * len(prompt_ids)
+        main = self.accelerator is None or self.accelerator.is_main_process
+        with self._unwrapped() as model, self._full_params(), torch.no_grad():
+            was_training = model.training
+            model.eval()  # no dropout while generating
+            bar = progress_bar(len(prompt_ids), self.progress, main_process=main)
+            try:
+                device = next(model.parameters()).device
+                with seeded(seed, device):
+                    for i in range(0, len(order), self.batch_size):
+                        idx = order[i : i + self.batch_size]
+                        rows = self._generate_batch(
+                            model, [prompt_ids[j] for j in idx], device, num_generations, temperature, max_new_tokens
+                        )
+                        for j, row in zip(idx, rows):
+                            out[j] = row
+                        bar.update(len(idx))
+            finally:
+                bar.close()
+                model.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, model, batch, device, num_generations, temperature, max_new_tokens):
+        stop_ids = stop_token_ids(self.tokenizer, model)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+
+        sampling = temperature > 0
+        # Greedy decoding gives the same text n times, and transformers refuses num_return_sequences > 1 for it.
+        per_prompt = num_generations if sampling else 1
+        # Greedy: unset the sampling knobs a model's generation config may carry, or transformers warns about them.
+        kwargs = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if sampling:
+            kwargs = {"do_sample": True, "temperature": temperature, "top_p": self.top_p, "top_k": self.top_k}
+        started = time.perf_counter()
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=per_prompt,
+            eos_token_id=stop_ids,
+            pad_token_id=pad_id,
+            **kwargs,
+        )
+        latency = (time.perf_counter() - started) / len(batch)
+        completions = out[:, width:].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
+        rows = []
+        for row, ids in enumerate(batch):
+            samples = [
+                Completion(decode_completion(self.tokenizer, c, stop_ids), len(ids), completion_length(c, stop_ids),
+                           latency)
+                for c in completions[row * per_prompt : (row + 1) * per_prompt]
+            ]
+            rows.append(samples * (num_generations // per_prompt))
+        return rows

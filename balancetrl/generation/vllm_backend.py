@@ -1,0 +1,265 @@
+"""The vLLM backends.
+
+- ``VLLMBackend``: a thin adapter over TRL's own ``VLLMGeneration`` (colocate, optionally with sleep mode, or a
+  ``trl vllm-serve`` server) for generation from the model being trained (HDR rounds), reusing TRL's weight sync for
+  FSDP / DeepSpeed ZeRO / PEFT instead of a hand-made one.
+- ``OfflineVLLM``: a plain ``vllm.LLM`` over a saved model directory, for scoring a checkpoint (``balancetrl eval``):
+  there are no live weights to sync, so TRL's trainer-side machinery (accelerator, weight sync) is not needed.
+
+Both take token ids rendered with the training chat template and stop at the same end-of-turn tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from .base import Completion, Conversation, Tools, check_request, shard_bounds
+from .base import (
+    gather as _gather,  # module-level name: tests stand in for the collective
+)
+from .decoding import completion_length, decode_completion, stop_token_ids
+from .prompts import render_prompts
+
+
+@dataclasses.dataclass
+class VLLMSettings:
+    """Engine settings, named as TRL's ``VLLMGeneration`` arguments (``GRPOConfig.vllm_*`` without the prefix)."""
+
+    mode: str = "colocate"
+    # server mode (`trl vllm-serve --model <same model>`)
+    server_base_url: str | None = None
+    server_host: str = "0.0.0.0"
+    server_port: int = 8000
+    server_timeout: float = 240.0
+    group_port: int = 51216
+    # colocate mode
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_length: int | None = None
+    max_num_seqs: int | None = None
+    enable_sleep_mode: bool = False
+    model_impl: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("colocate", "server"):
+            raise ValueError(f"vllm mode must be 'colocate' or 'server', got {self.mode!r}")
+        for name in ("server_port", "group_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ValueError(f"{name} must be a TCP port (1-65535), got {port}")
+        if self.server_timeout <= 0:
+            raise ValueError(f"server_timeout must be > 0, got {self.server_timeout}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        for name in ("max_model_length", "max_num_seqs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.mode == "server":
+            # These configure an in-process engine; silently ignoring them would hide a wrong setup.
+            if self.enable_sleep_mode:
+                raise ValueError("enable_sleep_mode applies to vllm mode 'colocate' only")
+            if self.tensor_parallel_size != 1:
+                raise ValueError(
+                    "in server mode set tensor parallelism on the server: `trl vllm-serve --tensor_parallel_size N`"
+                )
+
+    @classmethod
+    def from_args(cls, args, **overrides) -> VLLMSettings:
+        """Read ``vllm_<field>`` attributes of a TRL-style config (e.g. ``GRPOConfig``); absent ones keep defaults."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            # TRL names it `trust_remote_code` (it also governs model loading), every other one `vllm_*`.
+            name = field.name if field.name == "trust_remote_code" else f"vllm_{field.name}"
+            if getattr(args, name, None) is not None:
+                values[field.name] = getattr(args, name)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _vllm_available() -> bool:
+    from trl.import_utils import is_vllm_available
+
+    return is_vllm_available()
+
+
+def vllm_call_plan(mode: str, num_generations: int, seed: int | None) -> list[tuple[int, int | None]]:
+    """``(num_generations, seed)`` of each ``VLLMGeneration.generate`` call of one round.
+
+    vLLM seeds per request and gives the n children of a request seeds ``seed + i``. Server mode sends one request
+    with ``n``, so one call suffices. Colocate mode sends ``n`` duplicated requests with ``n=1``: under one seed they
+    would all sample the same text, so each sample index gets its own call and seed ``seed + i`` (the same seeds
+    server mode uses). Without a seed the duplicates draw from the engine's RNG and one call suffices.
+    """
+    if mode == "colocate" and seed is not None and num_generations > 1:
+        return [(1, seed + i) for i in range(num_generations)]
+    return [(num_generations, seed)]
+
+
+class VLLMBackend:
+    """Regeneration with TRL's ``VLLMGeneration``: it owns the engine or the server client and the weight sync.
+
+    Build it where GRPOTrainer builds its own, before training allocates optimizer state (colocate mode reserves
+    ``gpu_memory_utilization`` of the GPU at construction): e.g. ``VLLMBackend.from_trainer(trainer, settings)`` in the
+    trainer's ``__init__``. Every round first pushes the current weights (``VLLMGeneration.sync_weights``, which
+    gathers ZeRO-3/FSDP shards and merges LoRA adapters), then generates from token ids rendered with the training
+    chat template. Collective: every rank must call ``generate`` with the same prompts.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        accelerator,
+        settings: VLLMSettings | None = None,
+        *,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict | None = None,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        generation_kwargs: dict | None = None,
+    ):
+        if not _vllm_available():
+            raise ImportError(
+                "the 'vllm' generation backend needs vLLM (CUDA only): `pip install balancetrl[vllm]`, "
+                "or use the 'transformers' backend"
+            )
+        if accelerator is None:
+            raise ValueError("VLLMBackend needs the trainer's accelerator (TRL's VLLMGeneration is collective)")
+        from trl.generation import vllm_generation
+
+        self.settings = settings or VLLMSettings()
+        self.tokenizer = tokenizer
+        self.accelerator = accelerator
+        self.chat_template = chat_template
+        self.chat_template_kwargs = chat_template_kwargs
+        self.generation_kwargs = dict(generation_kwargs or {})
+        self._stop_ids = stop_token_ids(tokenizer, model)
+        self.engine = vllm_generation.VLLMGeneration(
+            model=model,
+            accelerator=accelerator,
+            processing_class=tokenizer,
+            **dataclasses.asdict(self.settings),
+            top_p=top_p,
+            top_k=top_k,
+            logprobs=None,  # texts only: skip logprob transfer
+            generation_kwargs=self.generation_kwargs,
+        )
+
+    @classmethod
+    def from_trainer(cls, trainer, settings: VLLMSettings | None = None, **kwargs) -> VLLMBackend:
+        # trainer.model, not model_wrapped: the same module GRPOTrainer hands to VLLMGeneration.
+        return cls(
+            trainer.model,
+            trainer.processing_class,
+            trainer.accelerator,
+            settings,
+            **kwargs,
+        )
+
+    def generate(
+        self,
+        prompts: list[Conversation],
+        tools: list[Tools],
+        *,
+        num_generations: int = 1,
+        temperature: float = 0.7,
+        max_new_tokens: int = 512,
+        seed: int | None = None,
+    ) -> list[list[str]]:
+        check_request(prompts, tools, num_generations, temperature, max_new_tokens)
+        if not prompts:
+            return []  # every rank sees the same prompts, so every rank skips the collectives together
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        # VLLMGeneration slices server results by `process_index * len(prompts)`: shards must be of equal size, so
+        # short ones are padded with copies of their last prompt (or of the global last one), then cut off again.
+        start, stop = shard_bounds(len(prompts), world, rank)
+        per_rank = -(-len(prompts) // world)
+        shard = list(range(start, stop))
+        shard += [shard[-1] if shard else len(prompts) - 1] * (per_rank - len(shard))
+        prompt_ids = render_prompts(
+            self.tokenizer,
+            [prompts[i] for i in shard],
+            [tools[i] for i in shard],
+            self.chat_template,
+            self.chat_template_kwargs,
+        )
+
+        engine = self.engine
+        engine.temperature = temperature
+        engine.max_completion_length = max_new_tokens
+        # The model changed since the last round (or this is the first); TRL pushes FSDP/ZeRO/PEFT weights itself.
+        engine.sync_weights()
+
+        samples: list[list[list[int]]] = [[] for _ in shard]
+        for calls_n, call_seed in vllm_call_plan(self.settings.mode, num_generations, seed):
+            engine.generation_kwargs = dict(self.generation_kwargs)
+            if call_seed is not None:
+                engine.generation_kwargs["seed"] = call_seed
+            # VLLMGeneration expects each prompt repeated num_generations times, consecutively (GRPO's layout).
+            repeated = [ids for ids in prompt_ids for _ in range(calls_n)]
+            _, completion_ids, _, _ = engine.generate(prompts=repeated, images=None, num_generations=calls_n)
+            for row in range(len(shard)):
+                samples[row].extend(completion_ids[row * calls_n : (row + 1) * calls_n])
+        engine.generation_kwargs = dict(self.generation_kwargs)
+
+        local = [[decode_completion(self.tokenizer, ids, self._stop_ids) for ids in row] for row in samples]
+        return _gather(self.accelerator, local)[: len(prompts)]
+
+
+class OfflineVLLM:
+    """Greedy (or sampled) generation with a ``vllm.LLM`` built from a saved model directory (CUDA only).
+
+    Same ``complete`` interface as ``TransformersGeneration``: token-id prompts in, ``Completion`` records out.
+    Prompts go in as token ids: vLLM would otherwise add special tokens again on top of the template's BOS.
+    """
+
+    def __init__(
+        self, model_path: str, tokenizer, *, tokenizer_path: str | None = None, progress: str | None = None,
+        **llm_kwargs,
+    ):
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError(
+                "The vllm backend needs vLLM (CUDA only): pip install 'balancetrl[vllm]'. "
+                "On CPU use --backend transformers."
+            ) from e
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        self.llm = LLM(model=model_path, tokenizer=tokenizer_path or model_path, **llm_kwargs)
+        self._stop_ids = stop_token_ids(self.tokenizer)
+        self.progress = progress  # vLLM draws its own bar; None hides it
+
+    def complete(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        num_generations: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 512,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        check_request(prompt_ids, None, num_generations, temperature, max_new_tokens)
+        params = SamplingParams(
+            n=num_generations, temperature=temperature, max_tokens=max_new_tokens, seed=seed,
+            stop_token_ids=self._stop_ids,
+        )
+        started = time.perf_counter()
+        results = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=self.progress is not None
+        )
+        latency = (time.perf_counter() - started) / max(len(prompt_ids), 1)
+        return [
+            [
+                Completion(decode_completion(self.tokenizer, o.token_ids, self._stop_ids), len(ids),
+                           completion_length(o.token_ids, self._stop_ids), latency)
+                for o in r.outputs
+            ]
+            for ids, r in zip(prompt_ids, results)
+        ]

