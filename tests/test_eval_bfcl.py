@@ -105,8 +105,28 @@ def test_fc_style_renders_tools_and_scores_tool_call_blocks():
     assert prompt.endswith("<|im_start|>assistant\n")
 
 
-# ---- agreement with bfcl's own scorer on known answers -----------------------------------------
+def test_fc_scoring_parses_output_as_training_and_hdr_do():
+    """fc answers go through parse_assistant_output: what the HDR gate refuses is not scored as a call either."""
+    from balancetrl.data.calls import CallParseError, parse_assistant_output, render_python_calls
 
+    item = bfcl.load_category("simple_python", 1)[0]
+    (truth,) = item["ground_truth"]
+    name, options = next(iter(truth.items()))
+    args = {k: _pick(v) for k, v in options.items() if _pick(v) is not None}
+    one = json.dumps({"name": name, "parameters": args})
+    # several calls one per line in one block and the `parameters` key, as the training data writes them
+    text = f"<think>two calls</think>\n<tool_call>\n{one}\n{one}\n</tool_call>"
+    _, calls, _ = parse_assistant_output(text)
+    assert len(calls) == 2
+    assert bfcl.answer_text("simple_python", text, "fc") == render_python_calls(calls)
+    # text before the CoT: the training parser refuses it, so it is not a call for the scorer either
+    bad = f"Sure. <think>x</think>\n<tool_call>\n{one}\n</tool_call>"
+    with pytest.raises(CallParseError):
+        parse_assistant_output(bad)
+    assert not bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", bad, "fc"))["valid"]
+
+
+# ---- agreement with bfcl's own scorer on known answers -----------------------------------------
 
 def _pick(options):
     """First acceptable value of a bfcl possible-answer option list ("" marks 'may be omitted')."""

@@ -264,17 +264,20 @@ def build_prompt(tokenizer, prompt_entry: dict, prompt_style: str = "prompt") ->
 def answer_text(category: str, raw_output: str, prompt_style: str = "prompt") -> str:
     """What bfcl gets as the model's `result`: think block removed, unsafe output refused.
 
-    With `fc`, `<tool_call>` blocks are parsed (json, never eval) and rendered as bfcl's python call list, so the
-    same bfcl decoder and checker score both styles; a turn without blocks is passed on as text (a non-call).
+    With `fc`, the output is parsed by `parse_assistant_output` (json/ast, never eval), the parser that reads training
+    data and HDR answers, and its calls are rendered as bfcl's python call list, so the same bfcl decoder and checker
+    score both styles; a turn without calls is passed on as its text (a non-call), malformed output as it is.
     Only the python decoder evals; Java/JavaScript answers go to bfcl's tree-sitter parsers.
     """
     _, answer = split_think(raw_output)
     if prompt_style == "fc":
-        from ..data.calls import CallParseError, parse_tool_call_blocks, render_python_calls
+        # the one parser of training data and HDR answers (generation re-exports it): scored as it is trained
+        from ..data.calls import CallParseError, render_python_calls
+        from ..generation import parse_assistant_output
 
         try:
-            calls, rest = parse_tool_call_blocks(answer)
-            answer = render_python_calls(calls) if calls else rest
+            _, calls, content = parse_assistant_output(raw_output)
+            answer = render_python_calls(calls) if calls else content
         except (CallParseError, RecursionError):  # RecursionError: repr of a deeply nested argument
             pass  # the text goes on as is: the guard below decides whether bfcl may decode it
     if category in ("simple_java", "simple_javascript") or is_safe_to_decode(answer):
