@@ -384,13 +384,13 @@ def _has_text(content: Any) -> bool:
     return False
 
 
-def normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict, list[str]]:
+def normalise_assistant(msg: dict, cot_start: str, cot_end: str) -> tuple[dict, list[str]]:
     """Return the assistant message with CoT in `reasoning_content` and calls as structured `tool_calls`."""
-    new, issues, _ = _normalise_assistant(msg, cot_open, cot_close)
+    new, issues, _ = _normalise_assistant(msg, cot_start, cot_end)
     return new, issues
 
 
-def _normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict, list[str], list[dict] | None]:
+def _normalise_assistant(msg: dict, cot_start: str, cot_end: str) -> tuple[dict, list[str], list[dict] | None]:
     """`normalise_assistant`, also returning the calls as `{"name", "arguments"}` (None for a text turn)."""
     reasoning = msg.get("reasoning_content")
     tool_calls = msg.get("tool_calls") or None
@@ -399,13 +399,13 @@ def _normalise_assistant(msg: dict, cot_open: str, cot_close: str) -> tuple[dict
     calls = from_tool_calls(tool_calls) if tool_calls is not None else None
     if reasoning is not None and not isinstance(reasoning, str):
         raise CallParseError("malformed_record", f"reasoning_content must be a string, got {type(reasoning).__name__}")
-    if isinstance(reasoning, str) and (cot_open in reasoning or cot_close in reasoning):
+    if isinstance(reasoning, str) and (cot_start in reasoning or cot_end in reasoning):
         # e.g. a truncated generation whose opening tag leaked into the CoT field
-        if cot_open in reasoning and cot_close not in reasoning:
-            raise CallParseError("unclosed_cot", f"reasoning_content holds an unclosed {cot_open}")
-        raise CallParseError("multiple_cot", f"reasoning_content holds {cot_open}/{cot_close} markers")
+        if cot_start in reasoning and cot_end not in reasoning:
+            raise CallParseError("unclosed_cot", f"reasoning_content holds an unclosed {cot_start}")
+        raise CallParseError("multiple_cot", f"reasoning_content holds {cot_start}/{cot_end} markers")
     if isinstance(content, str) and content:
-        out = split_assistant_output(content, cot_open, cot_close)
+        out = split_assistant_output(content, cot_start, cot_end)
         if out.calls is not None and calls is not None:
             raise CallParseError("duplicate_calls", "calls both in content and in tool_calls")
         if out.reasoning is not None and reasoning:
@@ -429,8 +429,8 @@ def check_record(
     record: Record,
     fix: bool = False,
     require_cot: bool = True,
-    cot_open: str = "<think>",
-    cot_close: str = "</think>",
+    cot_start: str = "<think>",
+    cot_end: str = "</think>",
 ) -> CheckOutcome:
     """Run the Base Quality Check, then the Answer Check of every assistant turn.
 
@@ -439,7 +439,7 @@ def check_record(
         fix: repair fixable format defects (the xlam `[ func(...)]` space) instead of failing; repaired
             defects are listed in `outcome.fixes`.
         require_cot: every assistant turn must carry a CoT (the paper's data); set False for data without CoT.
-        cot_open, cot_close: CoT markers inside raw assistant text.
+        cot_start, cot_end: CoT markers inside raw assistant text.
 
     Returns:
         `CheckOutcome(outcome="base"|"hard"|"rejected", record, reason, message, fixes)`; for base/hard the record
@@ -467,7 +467,7 @@ def check_record(
             continue
         turn = len(turn_issues) + 1
         try:
-            new, issues, calls = _normalise_assistant(m, cot_open, cot_close)
+            new, issues, calls = _normalise_assistant(m, cot_start, cot_end)
         except CallParseError as e:
             return reject(e.reason, f"turn {turn}: {e.message}")
         except (TypeError, AttributeError, ValueError, RecursionError) as e:  # a field of the wrong shape
@@ -475,7 +475,7 @@ def check_record(
         if not (new.get("reasoning_content") or new.get("tool_calls") or _has_text(new.get("content"))):
             return reject("empty_assistant_turn", f"turn {turn}: no reasoning, calls or content")
         if require_cot and not (new.get("reasoning_content") or "").strip():
-            return reject("missing_cot", f"turn {turn}: no {cot_open}…{cot_close} reasoning")
+            return reject("missing_cot", f"turn {turn}: no {cot_start}…{cot_end} reasoning")
         normalised.append(new)
         turn_issues.append(issues)
         turn_calls.append(calls)
