@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .calls import CallParseError, render_tool_call_block
-from .checks import normalise_assistant
+from .quality import normalise_assistant
 
 
 @dataclass
@@ -69,7 +69,7 @@ def turn_texts(record: dict, cot_start: str = "<think>", cot_end: str = "</think
     for m in record.get("messages") or []:
         if not isinstance(m, dict) or m.get("role") != "assistant":
             continue
-        new, _ = normalise_assistant(m, cot_start, cot_end)
+        new, _, _ = normalise_assistant(m, cot_start, cot_end)
         reasoning = new.get("reasoning_content") or None
         if new.get("tool_calls"):
             result = render_tool_call_block([c["function"] for c in new["tool_calls"]])
