@@ -225,7 +225,7 @@ def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
     return records
 
 
-def load_model(model_args, script_args, training_args, local: bool):
+def model_and_tokenizer(model_args, script_args, training_args, local: bool):
     """A local spec (alias, .gguf, folder) is loaded here; a hub id is left to TRL (model_init_kwargs)."""
     from balancetrl.models import apply_tool_chat_template, load_model_and_tokenizer
 
@@ -303,7 +303,8 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
 
     # QLoRA as in trl/scripts/sft.py: TRL loads the model (a local folder too) with the bitsandbytes config
     quantization_config = get_quantization_config(model_args)
-    model, tokenizer = load_model(model_args, script_args, training_args, local and quantization_config is None)
+    model, tokenizer = model_and_tokenizer(model_args, script_args, training_args,
+                                           local and quantization_config is None)
     trainer = BalanceSFTTrainer(
         model=model, args=training_args, train_dataset=to_training_dataset(train), eval_dataset=eval_dataset,
         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks,
