@@ -1,4 +1,5 @@
-"""Arrows one way: the CLI (`balancetrl/commands`, `balancetrl/cli.py`) uses the library, never the reverse."""
+"""Arrows one way: the CLI (`balancetrl/commands`, `balancetrl/cli.py`) and the training script (`balancetrl/scripts`)
+use the library, never the reverse."""
 
 import ast
 from pathlib import Path
@@ -7,6 +8,7 @@ import balancetrl
 
 PACKAGE = Path(balancetrl.__file__).parent
 CLI_MODULES = ("balancetrl.commands", "balancetrl.cli")
+SCRIPT_MODULES = ("balancetrl.scripts",)
 
 
 def _module_name(path: Path) -> str:
@@ -33,8 +35,12 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in packages)
+
+
 def _is_cli(module: str) -> bool:
-    return any(module == m or module.startswith(m + ".") for m in CLI_MODULES)
+    return _within(module, CLI_MODULES)
 
 
 def test_library_never_imports_the_cli():
@@ -42,6 +48,15 @@ def test_library_never_imports_the_cli():
     assert len(library) > 30  # the walk found the package
     offenders = [f"{p.relative_to(PACKAGE.parent)}:{line} imports {module}"
                  for p in library for line, module in _imports(p) if _is_cli(module)]
+    assert offenders == []
+
+
+def test_library_never_imports_the_training_script():
+    # like trl/scripts: the script (and the CLI that launches it) import the library, not the other way round
+    library = [p for p in sorted(PACKAGE.rglob("*.py"))
+               if not _within(_module_name(p), CLI_MODULES + SCRIPT_MODULES)]
+    offenders = [f"{p.relative_to(PACKAGE.parent)}:{line} imports {module}"
+                 for p in library for line, module in _imports(p) if _within(module, SCRIPT_MODULES)]
     assert offenders == []
 
 
