@@ -91,7 +91,7 @@ def make_file(path: Path, n: int, cot_words: int, seed: int = 0) -> None:
 
 
 _PEAK_RSS = (
-    "import resource, sys; from balancetrl.commands.check import run_check; "
+    "import resource, sys; from balancetrl.data.split import run_check; "
     "r = run_check(sys.argv[1], sys.argv[2], progress=False); "
     "print(r['total'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"  # KiB on Linux
 )
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
           f"(generated in {time.perf_counter() - t:.1f} s)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from balancetrl.commands.check import run_check
+    from balancetrl.data.split import run_check
 
     # The floor of any pure-Python checker: read each line, json.loads it, json.dumps it back.
     c = time.process_time()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from balancetrl.data.answers import answer_check
 from balancetrl.data.calls import from_tool_calls
-from balancetrl.data.checks import answer_check
 from balancetrl.data.formats import load_records
 
 # slow: importing bfcl_eval's checker imports every model handler of the package (10+ s on 2 cores).

@@ -96,7 +96,7 @@ def test_parse_assistant_output_shapes():
     assert parse_assistant_output("f(x=1) and then more prose(y=2)") == (None, None,
                                                                            "f(x=1) and then more prose(y=2)")
     # custom markers
-    assert parse_assistant_output("<r>x</r>ok", cot_open="<r>", cot_close="</r>") == ("x", None, "ok")
+    assert parse_assistant_output("<r>x</r>ok", cot_start="<r>", cot_end="</r>") == ("x", None, "ok")
 
 
 @pytest.mark.parametrize("text, reason", [

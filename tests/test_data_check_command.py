@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from balancetrl.commands.check import CheckCommand, run_check
+from balancetrl.commands.check import CheckCommand
 from balancetrl.data.io import AtomicJsonlWriter, atomic_write
+from balancetrl.data.split import run_check
 
 DATA = Path(__file__).parent / "data"
 
@@ -142,3 +143,25 @@ def test_distilled_cot_set_with_json_lines_blocks(tmp_path):
     report = run_check(TOOLRL, tmp_path, progress=False)
     assert report["outcomes"] == {"base": 313, "hard": 6, "rejected": 0}
     assert report["reasons"]["hard"] == {"unknown_parameter": 6}
+
+
+def test_cot_start_end_flags_and_their_deprecated_aliases(tmp_path, capsys):
+    # The same sample with <r>…</r> as CoT markers splits exactly like the original with <think>…</think>.
+    src = tmp_path / "r.jsonl"
+    src.write_text((DATA / "xlam_cot_sample.jsonl").read_text().replace("<think>", "<r>").replace("</think>", "</r>"))
+    assert cli("check", str(DATA / "xlam_cot_sample.jsonl"), "--output-dir", str(tmp_path / "think"),
+               "--no-progress") == 0
+    expected = json.loads((tmp_path / "think" / "report.json").read_text())["outcomes"]
+    assert expected == {"base": 1, "hard": 2, "rejected": 1}
+    assert cli("check", str(src), "--output-dir", str(tmp_path / "new"), "--no-progress",
+               "--cot-start", "<r>", "--cot-end", "</r>") == 0
+    assert json.loads((tmp_path / "new" / "report.json").read_text())["outcomes"] == expected
+    assert "deprecated" not in capsys.readouterr().err
+    assert cli("check", str(src), "--output-dir", str(tmp_path / "old"), "--no-progress",
+               "--cot-open", "<r>", "--cot-close", "</r>") == 0
+    assert json.loads((tmp_path / "old" / "report.json").read_text())["outcomes"] == expected
+    err = capsys.readouterr().err
+    assert "--cot-open is deprecated, use --cot-start" in err and "--cot-close is deprecated, use --cot-end" in err
+    # without the markers, no record of the rewritten sample has a CoT
+    assert cli("check", str(src), "--output-dir", str(tmp_path / "default"), "--no-progress") == 0
+    assert json.loads((tmp_path / "default" / "report.json").read_text())["reasons"]["rejected"] == {"missing_cot": 4}

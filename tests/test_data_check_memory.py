@@ -5,9 +5,9 @@
 import gc
 import json
 
-from balancetrl.commands.check import run_check
 from balancetrl.data.checks import check_record
 from balancetrl.data.formats import load_records
+from balancetrl.data.split import run_check
 
 
 def _rows(n: int) -> list[dict]:

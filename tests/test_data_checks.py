@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from balancetrl.data.checks import ANSWER_REASONS, REASONS, answer_check, check_record
+from balancetrl.data.answers import answer_check
+from balancetrl.data.checks import check_record
 from balancetrl.data.formats import from_messages, load_records
+from balancetrl.data.reasons import ANSWER_REASONS, REASONS
 
 DATA = Path(__file__).parent / "data"
 

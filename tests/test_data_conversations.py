@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from balancetrl.commands.check import run_check
 from balancetrl.data.formats import (
     ConversationTags,
     detect_format,
@@ -14,6 +13,7 @@ from balancetrl.data.formats import (
     load_records,
 )
 from balancetrl.data.io import InputError
+from balancetrl.data.split import run_check
 
 DATA = Path(__file__).parent / "data" / "conversations"
 

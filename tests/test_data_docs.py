@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from balancetrl.data.checks import ANSWER_REASONS, REASONS
+from balancetrl.data.reasons import ANSWER_REASONS, REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "data.md"
@@ -24,7 +24,7 @@ def test_docs_reason_table_is_the_code_table():
 
 
 def test_every_reason_code_raised_is_documented():
-    pattern = re.compile(r'(?:FormatError|CallParseError|_fail|reject|RawRow)\([^()]*?"([a-z_]+)"|error="([a-z_]+)"')
+    pattern = re.compile(r'(?:FormatError|CallParseError|\bfail|\breject|RawRow)\([^()]*?"([a-z_]+)"|error="([a-z_]+)"')
     raised = set()
     for path in (ROOT / "balancetrl" / "data").glob("*.py"):
         for m in pattern.finditer(path.read_text(encoding="utf-8")):

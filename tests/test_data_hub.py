@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from trl import DatasetMixtureConfig
 
-from balancetrl.commands.check import run_check
 from balancetrl.data.hub import check_arrow_rows, load_mixture, load_named_dataset
 from balancetrl.data.io import InputError
+from balancetrl.data.split import run_check
 from balancetrl.scripts import preflight
 from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, data_source
 

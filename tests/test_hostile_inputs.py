@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from balancetrl.cli import main as cli_main
-from balancetrl.commands.check import run_check
 from balancetrl.data.io import InputError, read_records
+from balancetrl.data.split import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from balancetrl.hdr.judge_prompt import VerdictError, build_messages, parse_verdict
+from balancetrl.hdr.judge_prompt import VerdictError, judge_messages, parse_verdict
 from balancetrl.hdr.judges import (
     JudgeItem,
     JudgePanel,
@@ -118,7 +118,7 @@ def test_prompt_shows_everything_and_is_deterministic():
     for needle in ("get_weather", "What is the weather in City1?", '"city": "City1"', "GOOD", "## Reference calls"):
         assert needle in text
     assert "not known" in item(1, True, reference=False).prompt_messages()[1]["content"]
-    assert build_messages(tools=[], messages=[], reference=None, reasoning="", calls=[], content="hi")[0]["role"] == "system"
+    assert judge_messages(tools=[], messages=[], reference=None, reasoning="", calls=[], content="hi")[0]["role"] == "system"
 
 
 # --------------------------------------------------------------------------- the fault run

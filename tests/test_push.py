@@ -9,7 +9,7 @@ import pytest
 
 from balancetrl.cli import main
 from balancetrl.model_card import build_model_card
-from balancetrl.scripts.report import write_summary
+from balancetrl.run_summary import write_summary
 
 SUMMARY = {
     "base_model": "Qwen/Qwen2.5-Coder-7B-Instruct", "dataset": "data/xlam.jsonl",

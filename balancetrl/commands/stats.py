@@ -12,6 +12,7 @@ from trl.cli.commands.base import Command, CommandContext
 from ..data.formats import FORMATS, load_records
 from ..data.io import InputError, atomic_write
 from ..data.stats import format_table, token_stats
+from .options import add_cot_arguments
 
 
 def load_stats_tokenizer(spec: str):
@@ -33,15 +34,14 @@ class StatsCommand(Command):
                        help="tokenizer folder, .gguf file, or smollm2-135m-instruct (offline only)")
         p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
         p.add_argument("--answers", default=None, help="BFCL possible-answer file")
-        p.add_argument("--cot-open", default="<think>")
-        p.add_argument("--cot-close", default="</think>")
+        add_cot_arguments(p)
         p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
 
     def run(self, args: Namespace, context: CommandContext | None = None, tokenizer=None) -> int:
         try:
             tokenizer = tokenizer or load_stats_tokenizer(args.tokenizer)
             rows = load_records(args.input, format=args.format, answers=args.answers)
-            stats = token_stats((r.data for r in rows if not r.error), tokenizer, args.cot_open, args.cot_close)
+            stats = token_stats((r.data for r in rows if not r.error), tokenizer, args.cot_start, args.cot_end)
         except (InputError, OSError, ImportError) as e:
             print(f"balancetrl stats: error: {e}", file=sys.stderr)
             return 2

@@ -1,14 +1,16 @@
 """Function-calling data: loaders to the canonical record, call parsing, quality checks, token statistics."""
 
+from .answers import answer_check
 from .calls import (
     CallParseError,
     parse_assistant_output,
     parse_calls,
     render_tool_call_block,
 )
-from .checks import REASONS, CheckOutcome, CheckResult, answer_check, check_record
+from .checks import CheckOutcome, check_record
 from .formats import FORMATS, ConversationTags, detect_format, load_dataset_info, load_records
 from .io import AtomicJsonlWriter, InputError, atomic_write, read_records, write_jsonl
+from .reasons import REASONS, CheckResult
 from .record import Record
 
 __all__ = [

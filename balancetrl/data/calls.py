@@ -246,22 +246,22 @@ def parse_calls(text: str) -> ParsedCalls:
     return ParsedCalls(parse_python_calls(stripped), "python", issues)
 
 
-def split_assistant_output(text: str, cot_open: str = "<think>", cot_close: str = "</think>") -> AssistantOutput:
+def split_assistant_output(text: str, cot_start: str = "<think>", cot_end: str = "</think>") -> AssistantOutput:
     """Split generated assistant text into reasoning, calls and content; see `parse_assistant_output`."""
     reasoning = None
     rest = text
-    close_at = text.find(cot_close) if cot_close else -1
-    open_at = text.find(cot_open) if cot_open else -1
+    close_at = text.find(cot_end) if cot_end else -1
+    open_at = text.find(cot_start) if cot_start else -1
     if open_at != -1 and (close_at == -1 or close_at < open_at):
-        raise CallParseError("unclosed_cot", f"{cot_open} is never closed by {cot_close}")
+        raise CallParseError("unclosed_cot", f"{cot_start} is never closed by {cot_end}")
     if close_at != -1:
         # A template may pre-write the opener into the prompt, so the output can start inside the CoT.
-        start = open_at + len(cot_open) if open_at != -1 else 0
+        start = open_at + len(cot_start) if open_at != -1 else 0
         if text[: max(open_at, 0)].strip():
-            raise CallParseError("text_before_cot", f"text before {cot_open}")
+            raise CallParseError("text_before_cot", f"text before {cot_start}")
         reasoning = text[start:close_at].strip()
-        rest = text[close_at + len(cot_close):]
-        if cot_open in rest or cot_close in rest:
+        rest = text[close_at + len(cot_end):]
+        if cot_start in rest or cot_end in rest:
             raise CallParseError("multiple_cot", "more than one CoT block in one turn")
     if "<tool_call>" in rest or "</tool_call>" in rest:
         calls, content = parse_tool_call_blocks(rest)
@@ -280,14 +280,14 @@ def split_assistant_output(text: str, cot_open: str = "<think>", cot_close: str 
 
 
 def parse_assistant_output(
-    text: str, cot_open: str = "<think>", cot_close: str = "</think>"
+    text: str, cot_start: str = "<think>", cot_end: str = "</think>"
 ) -> tuple[str | None, list[dict] | None, str]:
     """Turn one generated assistant turn back into `(reasoning, calls, content)`.
 
     Args:
         text: the decoded assistant text, without the chat template's end-of-turn token.
-        cot_open, cot_close: CoT markers. Output that starts inside the CoT (the template pre-wrote `cot_open`)
-            is accepted: everything before `cot_close` is reasoning.
+        cot_start, cot_end: CoT markers. Output that starts inside the CoT (the template pre-wrote `cot_start`)
+            is accepted: everything before `cot_end` is reasoning.
 
     Returns:
         `reasoning`: the stripped CoT text, or `None` when there is no CoT.
@@ -303,7 +303,7 @@ def parse_assistant_output(
         >>> parse_assistant_output('<think>Paris.</think>[get_weather(city="Paris")]')
         ('Paris.', [{'name': 'get_weather', 'arguments': {'city': 'Paris'}}], '')
     """
-    out = split_assistant_output(text, cot_open, cot_close)
+    out = split_assistant_output(text, cot_start, cot_end)
     return out.reasoning, out.calls, out.content
 
 

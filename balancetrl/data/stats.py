@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .calls import CallParseError, render_tool_call_block
-from .checks import normalise_assistant
+from .quality import normalise_assistant
 
 
 @dataclass
@@ -64,12 +64,12 @@ def summarize(values: list[int]) -> Summary:
     return Summary(len(s), total, total / len(s) if s else float("nan"), _quantile(s, 0.5), _quantile(s, 0.9))
 
 
-def turn_texts(record: dict, cot_open: str = "<think>", cot_close: str = "</think>"):
+def turn_texts(record: dict, cot_start: str = "<think>", cot_end: str = "</think>"):
     """Yield `(cot_text | None, result_text)` per assistant turn; raises `CallParseError` on unparsable turns."""
     for m in record.get("messages") or []:
         if not isinstance(m, dict) or m.get("role") != "assistant":
             continue
-        new, _ = normalise_assistant(m, cot_open, cot_close)
+        new, _, _ = normalise_assistant(m, cot_start, cot_end)
         reasoning = new.get("reasoning_content") or None
         if new.get("tool_calls"):
             result = render_tool_call_block([c["function"] for c in new["tool_calls"]])
@@ -83,8 +83,8 @@ def turn_texts(record: dict, cot_open: str = "<think>", cot_close: str = "</thin
 def token_stats(
     records: Iterable[dict],
     tokenizer,
-    cot_open: str = "<think>",
-    cot_close: str = "</think>",
+    cot_start: str = "<think>",
+    cot_end: str = "</think>",
     batch_size: int = 512,
 ) -> TokenStats:
     """Count CoT and call tokens of every assistant turn with `tokenizer` (no special tokens added).
@@ -103,7 +103,7 @@ def token_stats(
     for record in records:
         stats.records += 1
         try:
-            turns = list(turn_texts(record, cot_open, cot_close))
+            turns = list(turn_texts(record, cot_start, cot_end))
         except (CallParseError, TypeError, AttributeError, KeyError):
             stats.skipped_turns += sum(1 for m in record.get("messages") or [] if isinstance(m, dict)
                                        and m.get("role") == "assistant") if isinstance(record, dict) else 1

@@ -194,7 +194,7 @@ class HDRCallback(TrainerCallback):
                                 seed=self.seed * 1_000_003 + k * 1009 + j)
 
     def _write_summary(self) -> None:
-        from .plot import plot_rounds
+        from ..plots import plot_rounds
 
         summary: dict[str, Any] = {
             "rounds": self.summaries,

@@ -67,7 +67,7 @@ def render_user_prompt(
     )
 
 
-def build_messages(**item_fields: Any) -> list[dict]:
+def judge_messages(**item_fields: Any) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": render_user_prompt(**item_fields)}]
 
 

@@ -9,8 +9,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.answers import answer_check
 from ..data.calls import CallParseError, from_tool_calls, parse_assistant_output, to_tool_calls
-from ..data.checks import answer_check
 from .verdicts import Candidate, JudgeItem
 
 

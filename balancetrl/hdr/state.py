@@ -22,7 +22,7 @@ from typing import Any
 from ..data.io import atomic_write, write_jsonl
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_round_file(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -53,7 +53,7 @@ class HDRState:
 
     def load_round(self, k: int) -> tuple[list[dict], list[dict], dict]:
         d = self.round_dir(k)
-        return (_read_jsonl(d / "accepted.jsonl"), _read_jsonl(d / "still_hard.jsonl"),
+        return (_read_round_file(d / "accepted.jsonl"), _read_round_file(d / "still_hard.jsonl"),
                 json.loads((d / "summary.json").read_text()))
 
     def summaries(self) -> list[dict]:

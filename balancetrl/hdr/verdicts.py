@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .judge_prompt import build_messages
+from .judge_prompt import judge_messages
 
 DEFAULT_TEMPERATURE = 0.7  # the paper's judge setting
 # set by the panel on every call: a judge's params may not override them
@@ -126,7 +126,7 @@ class JudgeItem:
 
     def prompt_messages(self) -> list[dict]:
         c = self.candidate
-        return build_messages(
+        return judge_messages(
             tools=self.tools, messages=self.messages, reference=self.reference,
             reasoning=c.reasoning, calls=c.calls, content=c.content,
         )

@@ -14,7 +14,6 @@ the Answer Check: base records train, hard ones feed HDR, rejected ones are writ
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -192,47 +191,19 @@ def on_main_process(fn, *args):
 
 
 def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
-    from balancetrl.commands.check import run_check
+    from balancetrl.data.split import copy_unchecked, read_split, run_check
 
     source = data_source(script_args, mixture, script_args.dataset_train_split)
     fmt, tags = conversation_tags(script_args)
     if script_args.run_check:
-        run_check(source, data_dir, format=fmt, fix=script_args.fix, require_cot=not script_args.allow_missing_cot,
-                  cot_open=cot[0], cot_close=cot[1], progress=False, tags=tags,
-                  label=dataset_label(script_args, mixture))
+        report = run_check(source, data_dir, format=fmt, fix=script_args.fix,
+                           require_cot=not script_args.allow_missing_cot, cot_start=cot[0], cot_end=cot[1],
+                           progress=False, tags=tags, label=dataset_label(script_args, mixture))
     else:
-        _copy_unchecked(source, fmt, tags, data_dir, dataset_label(script_args, mixture))
-    base = _read_split(data_dir / "base.jsonl")
-    hard = _read_split(data_dir / "hard.jsonl") if script_args.run_check else []
-    report = json.loads((data_dir / "report.json").read_text())
+        report = copy_unchecked(source, data_dir, format=fmt, tags=tags, label=dataset_label(script_args, mixture))
+    base = read_split(data_dir / "base.jsonl")
+    hard = read_split(data_dir / "hard.jsonl") if script_args.run_check else []
     return base, hard, report
-
-
-def _read_split(path: Path) -> list[dict]:
-    # An empty split is normal (clean data has no hard record), while `read_records` refuses an empty *input*.
-    from balancetrl.data.io import read_records
-
-    return [r.data for r in read_records(path) if not r.error] if path.stat().st_size else []
-
-
-def _copy_unchecked(source, fmt: str, tags, data_dir: Path, label: str) -> dict:
-    from balancetrl.data.formats import load_records
-    from balancetrl.data.io import AtomicJsonlWriter, atomic_write
-
-    writers = {name: AtomicJsonlWriter(data_dir / f"{name}.jsonl") for name in ("base", "rejected")}
-    counts = {"base": 0, "hard": 0, "rejected": 0}
-    for row in load_records(source, format=fmt, tags=tags):
-        name = "rejected" if row.error else "base"
-        writers[name].write(row.data if name == "base" else {"raw": row.raw, "reject_reason": row.error})
-        counts[name] += 1
-    for w in writers.values():
-        w.close()
-        w.commit()
-    report = {"input": label, "total": sum(counts.values()), "outcomes": counts,
-              "options": {"run_check": False}}
-    with atomic_write(data_dir / "report.json") as f:
-        json.dump(report, f, indent=2)
-    return report
 
 
 def _eval_records(script_args, mixture, cot: tuple[str, str]) -> list[dict] | None:
@@ -249,12 +220,12 @@ def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
     records = []
     for row in load_records(source, format=fmt, tags=tags):
         if not row.error and check_record(row.data, require_cot=not script_args.allow_missing_cot,
-                                          cot_open=cot[0], cot_close=cot[1]).outcome == "base":
+                                          cot_start=cot[0], cot_end=cot[1]).outcome == "base":
             records.append(row.data)
     return records
 
 
-def load_model(model_args, script_args, training_args, local: bool):
+def model_and_tokenizer(model_args, script_args, training_args, local: bool):
     """A local spec (alias, .gguf, folder) is loaded here; a hub id is left to TRL (model_init_kwargs)."""
     from balancetrl.models import apply_tool_chat_template, load_model_and_tokenizer
 
@@ -281,8 +252,9 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     from trl import get_peft_config, get_quantization_config
 
     from balancetrl.data.training import to_training_dataset
+    from balancetrl.plots import plot_training
+    from balancetrl.run_summary import build_summary, format_summary, write_summary
     from balancetrl.scripts import preflight
-    from balancetrl.scripts.report import build_summary, format_summary, plot_training, write_summary
     from balancetrl.trainer import BalanceSFTTrainer
 
     # Fail in seconds, not after the model load or the cold start. Only the main process reads the data files.
@@ -294,11 +266,11 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
 
-    # The model (and its card) is pushed once, at the end, by push.py: the Trainer's own pushes would upload
+    # The model (and its card) is pushed once, at the end, by balancetrl.push: the Trainer's own pushes would upload
     # TRL's card without the BalanceSFT section (and every checkpoint).
     push, training_args.push_to_hub = training_args.push_to_hub, False
     # transformers pickles the whole TrainingArguments into training_args.bin (and every checkpoint): the token
-    # must not be in them. Only push.py, at the end, needs it.
+    # must not be in them. Only balancetrl.push, at the end, needs it.
     hub_token, training_args.hub_token = training_args.hub_token, None
 
     cot = (training_args.cot_start, training_args.cot_end)
@@ -331,7 +303,8 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
 
     # QLoRA as in trl/scripts/sft.py: TRL loads the model (a local folder too) with the bitsandbytes config
     quantization_config = get_quantization_config(model_args)
-    model, tokenizer = load_model(model_args, script_args, training_args, local and quantization_config is None)
+    model, tokenizer = model_and_tokenizer(model_args, script_args, training_args,
+                                           local and quantization_config is None)
     trainer = BalanceSFTTrainer(
         model=model, args=training_args, train_dataset=to_training_dataset(train), eval_dataset=eval_dataset,
         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks,
@@ -350,7 +323,7 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
         write_summary(training_args.output_dir, summary)
         write_model_card(training_args.output_dir, summary, hub_model_id=training_args.hub_model_id)
         if push:
-            from balancetrl.commands.push import push_run
+            from balancetrl.push import push_run
 
             url = push_run(training_args.output_dir, training_args.hub_model_id, token=hub_token,
                            private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)

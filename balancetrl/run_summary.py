@@ -1,4 +1,6 @@
-"""What a finished run leaves next to its model: `training.png` (loss and λ) and `balance_sft_summary.json`."""
+"""`balance_sft_summary.json`: what a finished run records next to its model (data counts, SSB settings, final λ
+and losses, the HDR summary), read again by `balancetrl push` and the model card, and printed at the end of training.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +11,6 @@ from pathlib import Path
 SUMMARY_FILE = "balance_sft_summary.json"
 SSB_KEYS = ("ssb", "ssb_lambda_init", "ssb_lambda_mode", "ssb_lambda_lr", "ssb_lambda_min", "ssb_lambda_max",
             "cot_start", "cot_end")
-
-
-def plot_training(path: str | os.PathLike, log_history: list[dict]) -> None:
-    """Training loss (and eval loss) on the left, λ and the two segment losses on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from balancetrl.hdr.plot import plot_lambda
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
-        points = [(e["step"], e[key]) for e in log_history if key in e]
-        if points:
-            left.plot(*zip(*points), marker="." if len(points) < 30 else None, label=label)
-    for key, label in (("ssb/loss_cot", "L_c (CoT)"), ("ssb/loss_call", "L_f (call)")):
-        points = [(e["step"], e[key]) for e in log_history if key in e]
-        if points:
-            left.plot(*zip(*points), linestyle="--", label=label)
-    left.set_xlabel("step")
-    left.set_ylabel("loss")
-    left.set_title("Loss")
-    left.legend()
-    plot_lambda(right, log_history)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, seconds: float) -> dict:
