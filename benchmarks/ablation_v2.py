@@ -21,8 +21,8 @@ Arms (same GGUF start, optimizer steps, data order, seed and eval for every trai
     ssb_hdr       the paper's SSB + HDRCallback (rule gate only)
 
 Eval: BFCL simple_python + multiple (all 600 unless --limit), greedy, --prompt-style fc (the trained format), via
-`evaluate_bfcl`; `multi_turn_base` on its first --multi-turn-limit items when the eval runner supports it (skipped
-with a note otherwise). Every (arm, seed) result is cached in <work>/units/<arm>-s<seed>.json with a hash of its
+`evaluate_bfcl`; `multi_turn_base` on its first --multi-turn-limit items, read from the runner's per-entry verdicts
+(skipped with a note if the runner cannot score it). Every (arm, seed) result is cached in <work>/units/<arm>-s<seed>.json with a hash of its
 config (data fingerprint, step plan, λ settings, HDR settings, eval settings), and reused only for the same config;
 the hash does not cover the code, so after a change that alters results use a new --work. The report
 (<out>/ablation_v2.md/.json + plots) is built from the cache: pooled accuracy with 95% CIs, every trained arm vs SFT
@@ -239,6 +239,12 @@ def read_samples(eval_dir: Path, category: str) -> list[dict]:
     return [json.loads(line) for line in (eval_dir / "samples" / f"{category}.jsonl").read_text().splitlines()]
 
 
+def read_entries(eval_dir: Path, category: str) -> list[dict]:
+    """The runner's multi-turn verdicts, `entries/<category>/<id>.json`, in BFCL order (the id's number)."""
+    files = sorted((eval_dir / "entries" / category).glob("*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return [json.loads(f.read_text()) for f in files]
+
+
 def per_sample(rows: list[dict]) -> list[list]:
     """[[id, 0/1], ...]: bfcl's verdict per item."""
     return [[r["id"], int(bool(r["valid"]))] for r in rows]
@@ -271,7 +277,7 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
             evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
                           model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
                           batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc")
-            out["samples"][MULTI_TURN] = per_sample(read_samples(work / "bfcl_mt", MULTI_TURN))
+            out["samples"][MULTI_TURN] = per_sample(read_entries(work / "bfcl_mt", MULTI_TURN))
             out["multi_turn_seconds"] = time.perf_counter() - t1
         else:
             out["multi_turn_note"] = "not requested (--multi-turn-limit 0)" if not opts.multi_turn_limit else why

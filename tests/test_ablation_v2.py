@@ -171,3 +171,14 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     ablation_v2.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
     assert calls[7:] == [("sft", 0), ("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
     assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
+
+
+def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_path):
+    # the eval runner writes one entries/<category>/<id>.json per multi-turn entry (no samples/*.jsonl)
+    folder = tmp_path / "entries" / "multi_turn_base"
+    folder.mkdir(parents=True)
+    for i, valid in ((10, True), (2, False), (0, True)):
+        (folder / f"multi_turn_base_{i}.json").write_text(json.dumps({"id": f"multi_turn_base_{i}", "valid": valid}))
+    rows = ablation_v2.read_entries(tmp_path, "multi_turn_base")
+    assert ablation_v2.per_sample(rows) == [["multi_turn_base_0", 1], ["multi_turn_base_2", 0],
+                                            ["multi_turn_base_10", 1]]

@@ -134,7 +134,7 @@ def test_atomic_writers(tmp_path):
     assert json.loads((tmp_path / "y.jsonl").read_text()) == {"a": "é"}
 
 
-TOOLRL = Path("/work/shared/data/toolrl_xlam_cot.jsonl")
+TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
 
 
 @pytest.mark.skipif(not TOOLRL.is_file(), reason="the shared distilled-CoT set is not on this machine")
