@@ -19,7 +19,8 @@ from trl.cli.commands.training import TrainingCommand
 from .vendor.trl_cli import subtract_subsequence
 
 # Accelerate configs shipped in recipes/accelerate/ (a source checkout): `--accelerate_config zero3` finds ours
-# first (they are tested with λ's parameter group), then TRL's own names.
+# first (they set λ's parameter group up as balancetrl needs; only multi_cpu has run here, the GPU ones have not),
+# then TRL's own names.
 RECIPES_ACCELERATE = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
 
 

@@ -165,3 +165,37 @@ def test_cot_start_end_flags_and_their_deprecated_aliases(tmp_path, capsys):
     # without the markers, no record of the rewritten sample has a CoT
     assert cli("check", str(src), "--output-dir", str(tmp_path / "default"), "--no-progress") == 0
     assert json.loads((tmp_path / "default" / "report.json").read_text())["reasons"]["rejected"] == {"missing_cot": 4}
+
+
+def test_unchecked_split_keeps_rejects_and_empties_hard(tmp_path):
+    """`run_check: false` (check=False): every parseable record is base, unparseable ones are rejected with their
+    line and reason as in a checked run, and a hard.jsonl left by an earlier checked run is replaced by an empty one."""
+    lines = (DATA / "xlam_cot_sample.jsonl").read_text().splitlines()
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
+    out = tmp_path / "out"
+    checked = run_check(src, out, format="xlam_cot", progress=False)
+    assert checked["outcomes"]["hard"] > 0
+    report = run_check(src, out, format="xlam_cot", progress=False, check=False)
+    assert report["outcomes"] == {"base": len(lines), "hard": 0, "rejected": 1}
+    assert report["options"] == {"format": "xlam_cot", "run_check": False}
+    assert (out / "hard.jsonl").read_text() == ""
+    (rejected,) = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert rejected["line"] == 3 and rejected["reject_reason"] == "invalid_json" and rejected["reject_message"]
+    base = [json.loads(x) for x in (out / "base.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in base] == [f"xlam-{json.loads(x)['id']}" for x in lines]
+    assert sorted(p.name for p in out.iterdir()) == ["base.jsonl", "hard.jsonl", "rejected.jsonl", "report.json"]
+
+
+def test_eval_records_are_normalised_like_the_training_records(tmp_path):
+    """The eval set holds the checked records (CoT in reasoning_content, calls as tool_calls), as base.jsonl does."""
+    from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, load_eval_records
+
+    src = DATA / "xlam_cot_sample.jsonl"
+    args = BalanceSFTScriptArguments(dataset_path=str(src), dataset_format="xlam_cot")
+    records = load_eval_records(args, src, ("<think>", "</think>"))
+    run_check(src, tmp_path, format="xlam_cot", progress=False)
+    base = [json.loads(x) for x in (tmp_path / "base.jsonl").read_text().splitlines()]
+    assert records and records == base
+    turn = records[0]["messages"][-1]
+    assert turn["reasoning_content"] and turn["tool_calls"] and "<think>" not in (turn.get("content") or "")

@@ -315,6 +315,47 @@ def test_data_with_zero_hard_rows_trains(clean_run):
     assert (out / "model.safetensors").is_file()
 
 
+def test_recipe_hard_set_replaces_the_checks_hard_records(tmp_path, monkeypatch):
+    """`hdr.hard_set` in a recipe is honoured by the training script (not silently replaced by the check's)."""
+    from balancetrl.hdr import callback as callback_module
+    from balancetrl.scripts import preflight
+    from balancetrl.scripts.balance_sft import main, make_parser
+    from conftest import make_conversations
+
+    data = tmp_path / "clean.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in make_conversations()[:3]))
+    hard = tmp_path / "my_hard.jsonl"
+    mine = make_conversations()[1:3]
+    hard.write_text("".join(json.dumps(c) + "\n" for c in mine))
+
+    class Built(Exception):
+        pass
+
+    seen = {}
+
+    def capture(self, config=None, hard_set=None):
+        seen["hard_set"] = hard_set
+        raise Built
+
+    monkeypatch.setattr(callback_module.HDRCallback, "__init__", capture)
+    recipe = tmp_path / "recipe.yaml"
+    base = f"model_name_or_path: smollm2-135m-instruct\ndataset_path: {data}\noutput_dir: {tmp_path / 'out'}\n" \
+           f"use_cpu: true\nmax_hard_samples: 1\nhdr:\n  max_rounds: 1\n  hard_set: "
+    monkeypatch.setattr(preflight, "check_model_spec", lambda spec: True)
+    recipe.write_text(base + str(hard) + "\n")
+    with pytest.raises(Built):
+        main(*_parsed(make_parser(), recipe))
+    assert seen["hard_set"] == mine[:1]  # the file's records, max_hard_samples applied
+    recipe.write_text(base + str(tmp_path / "missing.jsonl") + "\n")
+    with pytest.raises(preflight.PreflightError, match="hdr.hard_set"):
+        main(*_parsed(make_parser(), recipe))
+
+
+def _parsed(parser, recipe):
+    script_args, training_args, model_args, mixture, hdr, _, _ = parser.parse_recipe(["--config", str(recipe)])
+    return script_args, training_args, model_args, hdr, mixture
+
+
 def test_hub_token_is_in_nothing_the_run_writes(clean_run):
     out, _ = clean_run
     written = [p for p in out.rglob("*") if p.is_file()]

@@ -11,7 +11,7 @@ from argparse import Namespace
 
 from trl.cli.commands.base import Command, CommandContext
 
-from ..data.formats import FORMATS, load_dataset_info
+from ..data.formats import FORMATS, resolve_format
 from ..data.io import InputError
 from ..data.split import run_check
 from .options import add_cot_arguments
@@ -45,11 +45,7 @@ class CheckCommand(Command):
 
     def run(self, args: Namespace, context: CommandContext | None = None) -> int:
         try:
-            format, tags = args.format, None
-            if args.dataset_info:
-                format, tags = load_dataset_info(args.dataset_info, args.dataset_info_name)
-                if args.format not in ("auto", format):
-                    raise InputError(f"--format {args.format} contradicts the dataset_info formatting {format!r}")
+            format, tags = resolve_format(args.format, args.dataset_info, args.dataset_info_name)
             report = run_check(
                 args.input, args.output_dir, format=format, answers=args.answers, fix=args.fix,
                 require_cot=not args.allow_missing_cot, cot_start=args.cot_start, cot_end=args.cot_end,

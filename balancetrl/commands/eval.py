@@ -6,6 +6,8 @@ from argparse import Namespace
 
 from trl.cli.commands.base import Command, CommandContext
 
+from ..models import CHAT_TEMPLATES
+
 
 class EvalCommand(Command):
     """Evaluate a model on BFCL categories with bfcl-eval's data and checkers."""
@@ -28,9 +30,9 @@ class EvalCommand(Command):
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--max-new-tokens", type=int, default=512)
         p.add_argument(
-            "--chat-template", default="keep", choices=("keep", "qwen3", "qwen3_training"),
-            help="keep the model's own template (as bfcl does) or use TRL's Qwen3 ChatML one (multi-turn needs a "
-            "template that renders tools)",
+            "--chat-template", default="keep", choices=CHAT_TEMPLATES,
+            help="keep the model's own template (as bfcl does), TRL's Qwen3 ChatML ones or balancetrl's Llama 3.x one "
+            "(multi-turn needs a template that renders tools)",
         )
         p.add_argument(
             "--prompt-style", default="prompt", choices=("prompt", "fc"),

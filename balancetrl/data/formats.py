@@ -465,6 +465,18 @@ def load_dataset_info(path: str | os.PathLike, name: str | None = None) -> tuple
     return ConversationTags.from_dataset_info(entry)
 
 
+
+def resolve_format(format: str, dataset_info: str | os.PathLike | None = None,
+                   dataset_info_name: str | None = None) -> tuple[str, ConversationTags | None]:
+    """(format, tags) for a load: `format` as given, or the formatting and tags of LLaMA-Factory's `dataset_info`
+    (a `format` other than `auto` must then agree with it)."""
+    if not dataset_info:
+        return format, None
+    fmt, tags = load_dataset_info(dataset_info, dataset_info_name)
+    if format not in ("auto", fmt):
+        raise InputError(f"format {format!r} contradicts the formatting {fmt!r} of dataset_info {dataset_info}")
+    return fmt, tags
+
 _TOOL_RESPONSE_RE = re.compile(r"<tool_response>(.*?)</tool_response>", re.DOTALL)
 _TOOLS_BLOCK_RE = re.compile(r"<tools>(.*?)</tools>", re.DOTALL)
 _CHATML_TURN_RE = re.compile(r"<\|im_start\|>([A-Za-z_]+)\n?(.*?)<\|im_end\|>", re.DOTALL)

@@ -1,7 +1,7 @@
 """The data split: a dataset into `base.jsonl`, `hard.jsonl`, `rejected.jsonl` and `report.json` in one folder.
 
-`run_check` sends every record through the Base Quality Check and the Answer Check (`balancetrl.data.checks`);
-`copy_unchecked` keeps every parseable record as base (the recipe's `run_check: false`). Every input record lands in
+`run_check` sends every record through the Base Quality Check and the Answer Check (`balancetrl.data.checks`), or,
+with `check=False` (the recipe's `run_check: false`), keeps every parseable record as base. Every input record lands in
 exactly one file. Outputs are written to temporary files and renamed into place only after the whole input was
 read, so a failure never leaves a partial or mixed set of outputs. `balancetrl check` and the training script both
 call these.
@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .checks import check_record
+from .checks import CheckOutcome, check_record
 from .formats import load_records
 from .io import AtomicJsonlWriter, atomic_write, read_records, why_unusable
 
@@ -33,9 +33,11 @@ def run_check(
     progress: bool | None = None,
     tags=None,
     label: str | None = None,
+    check: bool = True,
 ) -> dict:
     """Check every record of `source` and write the outputs; returns the report (also written as report.json).
 
+    `check=False` skips both checks: every parseable record is base and `hard.jsonl` is empty.
     Raises `InputError` (nothing written) when the input as a whole is unusable.
     """
     from tqdm.auto import tqdm
@@ -58,8 +60,8 @@ def run_check(
                 outcomes["rejected"] += 1
                 reasons["rejected"][reason] += 1
                 continue
-            result = check_record(row.data, fix=fix, require_cot=require_cot, cot_start=cot_start,
-                                  cot_end=cot_end)
+            result = (check_record(row.data, fix=fix, require_cot=require_cot, cot_start=cot_start, cot_end=cot_end)
+                      if check else CheckOutcome("base", row.data))
             record, outcome, reason = result.record, result.outcome, result.reason
             if result.outcome == "rejected":
                 record = dict(record, reject_reason=result.reason, reject_message=result.message, line=row.line)
@@ -81,7 +83,8 @@ def run_check(
             "outcomes": {name: outcomes[name] for name in OUTPUTS},
             "reasons": {k: dict(v.most_common()) for k, v in reasons.items()},
             "fixed": dict(fixed),
-            "options": {"format": format, "fix": fix, "require_cot": require_cot},
+            "options": {"format": format, "fix": fix, "require_cot": require_cot} if check else
+                       {"format": format, "run_check": False},
             "seconds": round(seconds, 3),
             "records_per_second": round(total / seconds, 1) if seconds > 0 else None,
         }
@@ -108,24 +111,6 @@ def _write_or_reject(writer: AtomicJsonlWriter, record: dict, row, rejected: Ato
         (rejected or writer).write({"line": row.line, "reject_reason": "unwritable_record",
                                     "reject_message": f"line {row.line}: cannot be written as JSON ({why})"})
         return "unwritable_record"
-
-
-def copy_unchecked(source, output_dir: str | Path, format: str = "auto", tags=None, label: str | None = None) -> dict:
-    """Every parseable record to `base.jsonl`, unparseable ones to `rejected.jsonl`; no hard set. Returns the report."""
-    output_dir = Path(output_dir)
-    writers = {name: AtomicJsonlWriter(output_dir / f"{name}.jsonl") for name in ("base", "rejected")}
-    counts = {"base": 0, "hard": 0, "rejected": 0}
-    for row in load_records(source, format=format, tags=tags):
-        name = "rejected" if row.error else "base"
-        writers[name].write(row.data if name == "base" else {"raw": row.raw, "reject_reason": row.error})
-        counts[name] += 1
-    for w in writers.values():
-        w.close()
-        w.commit()
-    report = {"input": label, "total": sum(counts.values()), "outcomes": counts,
-              "options": {"run_check": False}}
-    _write_report(output_dir, report)
-    return report
 
 
 def read_split(path: str | Path) -> list[dict]:

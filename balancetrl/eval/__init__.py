@@ -1,1 +1,1 @@
-"""Evaluation of function-calling models (BFCL single-turn categories via the bfcl-eval package)."""
+"""Evaluation of function-calling models: BFCL single-turn and multi-turn categories via the bfcl-eval package."""

@@ -3,7 +3,8 @@
 
 bfcl's multi-turn executor builds ``name(key=repr(value), ...)`` strings from the model's calls and evaluates them
 in its own module namespace. A function name, an argument name or a value is therefore code. A call is executable
-only when its name is one of the functions offered to the model at that point, every argument name is an
+only when its name is one of the entry's functions (those offered to the model, and the Miss Func entries' held-out
+ones, which bfcl's own ground truth may call before they are offered), every argument name is an
 identifier of that function's schema, and every value is plain data (str, int, finite float, bool, None, and lists
 and string-keyed dicts of those), which is what the parsers produce from JSON or ``ast`` literals. Anything else
 rejects the whole step: nothing of it is executed and the model has made no call.
@@ -54,7 +55,7 @@ def executable_calls(calls: list[dict], functions: list[dict]) -> list[str]:
     """bfcl executor strings (``name(key=repr(value),...)``, bfcl's own ``convert_to_function_call`` format) of
     ``calls`` (``{"name", "arguments"}`` dicts), or ``RejectedCall`` naming the first call that must not run.
 
-    ``functions``: the bfcl function docs offered to the model at this step.
+    ``functions``: the bfcl function docs of the entry (offered at this step, or held out by Miss Func).
     """
     docs = {doc["name"]: doc for doc in functions}
     out = []

@@ -22,7 +22,8 @@ class HDRConfig:
 
         hard_set (`str`, *optional*):
             JSONL file of hard samples in the canonical record format (e.g. `hard.jsonl` written by `balancetrl check`).
-            Can also be given to `HDRCallback(hard_set=...)` as a list of records.
+            Can also be given to `HDRCallback(hard_set=...)` as a list of records. In `balancetrl balance-sft` it
+            replaces the hard records of the data check (and `max_hard_samples` applies to it).
         cold_start_epochs (`int`, *optional*, defaults to `1`):
             Epochs on the base set before the first round.
         max_rounds (`int`, *optional*, defaults to `10`):

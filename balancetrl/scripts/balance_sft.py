@@ -147,17 +147,9 @@ def data_source(script_args, mixture=None, split: str = "train"):
 
 def conversation_tags(script_args):
     """(format, tags) from `dataset_info`, or (`dataset_format`, None)."""
-    if not script_args.dataset_info:
-        return script_args.dataset_format, None
-    from balancetrl.data.formats import load_dataset_info
+    from balancetrl.data.formats import resolve_format
 
-    fmt, tags = load_dataset_info(script_args.dataset_info, script_args.dataset_info_name)
-    if script_args.dataset_format not in ("auto", fmt):
-        from balancetrl.data.io import InputError
-
-        raise InputError(f"dataset_format={script_args.dataset_format!r} contradicts the formatting {fmt!r} of "
-                         f"dataset_info {script_args.dataset_info}")
-    return fmt, tags
+    return resolve_format(script_args.dataset_format, script_args.dataset_info, script_args.dataset_info_name)
 
 
 def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
@@ -191,19 +183,14 @@ def on_main_process(fn, *args):
 
 
 def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
-    from balancetrl.data.split import copy_unchecked, read_split, run_check
+    from balancetrl.data.split import read_split, run_check
 
-    source = data_source(script_args, mixture, script_args.dataset_train_split)
     fmt, tags = conversation_tags(script_args)
-    if script_args.run_check:
-        report = run_check(source, data_dir, format=fmt, fix=script_args.fix,
-                           require_cot=not script_args.allow_missing_cot, cot_start=cot[0], cot_end=cot[1],
-                           progress=False, tags=tags, label=dataset_label(script_args, mixture))
-    else:
-        report = copy_unchecked(source, data_dir, format=fmt, tags=tags, label=dataset_label(script_args, mixture))
-    base = read_split(data_dir / "base.jsonl")
-    hard = read_split(data_dir / "hard.jsonl") if script_args.run_check else []
-    return base, hard, report
+    report = run_check(data_source(script_args, mixture, script_args.dataset_train_split), data_dir, format=fmt,
+                       fix=script_args.fix, require_cot=not script_args.allow_missing_cot, cot_start=cot[0],
+                       cot_end=cot[1], progress=False, tags=tags, label=dataset_label(script_args, mixture),
+                       check=script_args.run_check)
+    return read_split(data_dir / "base.jsonl"), read_split(data_dir / "hard.jsonl"), report
 
 
 def _eval_records(script_args, mixture, cot: tuple[str, str]) -> list[dict] | None:
@@ -219,9 +206,13 @@ def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
     fmt, tags = conversation_tags(script_args)
     records = []
     for row in load_records(source, format=fmt, tags=tags):
-        if not row.error and check_record(row.data, require_cot=not script_args.allow_missing_cot,
-                                          cot_start=cot[0], cot_end=cot[1]).outcome == "base":
-            records.append(row.data)
+        if row.error:
+            continue
+        # the normalised record, as base.jsonl holds the training records: eval renders the way training does
+        result = check_record(row.data, fix=script_args.fix, require_cot=not script_args.allow_missing_cot,
+                              cot_start=cot[0], cot_end=cot[1])
+        if result.outcome == "base":
+            records.append(result.record)
     return records
 
 
@@ -262,6 +253,8 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
         preflight.check_data_source(script_args, mixture)
         if script_args.eval_dataset_path is not None:
             preflight.check_dataset_path(script_args.eval_dataset_path, "eval_dataset_path")
+        if hdr_config is not None and hdr_config.hard_set is not None:
+            preflight.check_dataset_path(hdr_config.hard_set, "hdr.hard_set")
     local = preflight.check_model_spec(model_args.model_name_or_path)
     preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
@@ -275,7 +268,12 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
 
     cot = (training_args.cot_start, training_args.cot_end)
     base, hard, report = split_dataset(script_args, training_args.output_dir, cot, mixture)
-    train = base[: script_args.max_train_samples] if script_args.max_train_samples else base
+    if hdr_config is not None and hdr_config.hard_set is not None:
+        # the recipe names its own hard set: HDR regenerates those records, not the check's hard ones
+        from balancetrl.data.split import read_split
+
+        hard = on_main_process(read_split, hdr_config.hard_set)
+    train = base[: script_args.max_train_samples] if script_args.max_train_samples is not None else base
     hdr_hard = hard[: script_args.max_hard_samples] if script_args.max_hard_samples is not None else hard
     counts = {**report["outcomes"], "train": len(train), "hdr_hard": len(hdr_hard) if hdr_config else 0}
     state = PartialState()
