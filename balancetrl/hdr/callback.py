@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..data.io import read_records
 from ..data.training import to_training_dataset
-from ..segments import SampleError, SegmentSpec, tokenize_with_segments
+from ..segments import SampleError, tokenize_with_segments
 from .config import HDRConfig
 from .rounds import HardSample, hard_sample, run_round
 from .schedule import EpochPlan, RoundDataset
@@ -137,22 +137,20 @@ class HDRCallback(TrainerCallback):
         trainer = self.trainer
         try:
             tokenize_with_segments(record, trainer._tokenizer, trainer.chat_template or trainer._tokenizer.chat_template,
-                                   SegmentSpec(trainer.args.cot_start, trainer.args.cot_end))
+                                   trainer._segment_spec)  # the trainer's own segment rules (markers, empty-CoT masking)
         except SampleError:
             return False
         return True
 
     def _judge_once(self, items):
-        from accelerate.utils import broadcast_object_list
+        from ..distributed import on_main_process
 
-        payload = [None]
-        if self.trainer.accelerator.is_main_process:
+        def judge():
             results = self._panel.judge(items)
             totals = self._panel.last_totals.to_dict() if self._panel.last_totals else {}
-            payload = [([r.to_dict() for r in results], totals)]
-        if self.trainer.accelerator.num_processes > 1:
-            broadcast_object_list(payload, from_process=0)
-        return payload[0]
+            return [r.to_dict() for r in results], totals
+
+        return on_main_process(judge)
 
     def _run_round(self, k: int) -> None:
         cfg, trainer = self.config, self.trainer

@@ -154,32 +154,9 @@ def conversation_tags(script_args):
 
 def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
     """Base and hard records (all processes) and the check report; the main process checks and writes the files."""
+    from balancetrl.distributed import on_main_process
+
     return on_main_process(_check_and_read, script_args, Path(output_dir) / "data", cot, mixture)
-
-
-def on_main_process(fn, *args):
-    """`fn(*args)` run on the global main process alone, its result (or its error) sent to every rank.
-
-    The records travel through torch.distributed, not the filesystem, so the nodes of a multi-node run need no
-    shared filesystem: only the main node reads the data and writes `output_dir/data/`.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-
-    state = PartialState()
-    payload, failure = [None], None
-    if state.is_main_process:
-        try:
-            payload = [("result", fn(*args))]
-        except Exception as e:  # sent on, or the other ranks would wait for the broadcast forever
-            failure, payload = e, [("error", f"{type(e).__name__}: {e}")]
-    broadcast_object_list(payload, from_process=0)
-    kind, value = payload[0]
-    if failure is not None:
-        raise failure
-    if kind == "error":
-        raise RuntimeError(f"failed on the main process: {value}")
-    return value
 
 
 def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
@@ -243,6 +220,7 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     from trl import get_peft_config, get_quantization_config
 
     from balancetrl.data.training import to_training_dataset
+    from balancetrl.distributed import on_main_process
     from balancetrl.plots import plot_training
     from balancetrl.run_summary import build_summary, format_summary, write_summary
     from balancetrl.scripts import preflight
