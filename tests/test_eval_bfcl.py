@@ -286,6 +286,26 @@ def test_vllm_backend_missing_gives_clear_error(monkeypatch):
         OfflineVLLM("some/dir", None)
 
 
+def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
+    """--dtype reaches vllm.LLM (it was dropped: a bf16 request silently ran in the checkpoint's dtype)."""
+    import sys
+    import types
+
+    from balancetrl.eval import runner
+
+    seen = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
+    from conftest import build_tokenizer
+
+    runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
+    assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16"}
+
+
 def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):
     """`balancetrl eval --categories multi_turn_base --limit 2` end to end: bfcl's loop, our model call, the report."""
     out = tmp_path / "out"

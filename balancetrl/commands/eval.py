@@ -27,7 +27,8 @@ class EvalCommand(Command):
         p.add_argument("--limit", type=int, default=None, help="first N entries per category (quick looks)")
         p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
         p.add_argument("--output-dir", default="bfcl_eval_output")
-        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--batch-size", type=int, default=8,
+                       help="generation batch of the transformers backend (vLLM schedules its own batches)")
         p.add_argument("--max-new-tokens", type=int, default=512)
         p.add_argument(
             "--chat-template", default="keep", choices=CHAT_TEMPLATES,
@@ -40,7 +41,7 @@ class EvalCommand(Command):
             "<tool_call> answers, as bfcl's Qwen FC handler (use it for models trained with balancetrl's ChatML "
             "templates, with --chat-template qwen3_training)",
         )
-        p.add_argument("--dtype", default="float32", help="torch dtype to load the model in")
+        p.add_argument("--dtype", default="float32", help="dtype to load the model in (both backends)")
         p.add_argument(
             "--check-with-bfcl", action="store_true",
             help="also re-score the written result files with bfcl's own `evaluate` entry and compare",

@@ -81,7 +81,7 @@ def evaluate_bfcl(
     if backend == "transformers":
         engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True)
     else:
-        engine = _offline_vllm(model_spec, tokenizer)
+        engine = _offline_vllm(model_spec, tokenizer, dtype)
 
     rows, gen_seconds = [], 0.0
     result_dir = output_dir / "bfcl_result"
@@ -124,14 +124,14 @@ def evaluate_bfcl(
     return out
 
 
-def _offline_vllm(model_spec, tokenizer) -> OfflineVLLM:
+def _offline_vllm(model_spec, tokenizer, dtype: str) -> OfflineVLLM:
     from ..models import resolve_spec
 
     folder, gguf_file = resolve_spec(model_spec)
     if gguf_file:
         # vLLM's GGUF path needs a separate HF tokenizer; the wheel ships none. Untested, so refuse.
         raise ValueError("--backend vllm needs a Hugging Face model directory, not a .gguf file")
-    return OfflineVLLM(folder, tokenizer)
+    return OfflineVLLM(folder, tokenizer, dtype=dtype)  # vLLM's `dtype` takes the same names as torch's
 
 
 def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style) -> list[dict]:
