@@ -55,7 +55,7 @@ def check_template_renders_tools(tokenizer, chat_template: str | None = None) ->
     if probe["name"] not in text:
         raise ValueError(
             "the chat template does not render `tools`, so the model would never see the functions of a multi-turn "
-            "entry; use a tool-calling template (balancetrl eval --chat-template qwen3 or qwen3_training)"
+            "entry; use a tool-calling template (balancetrl eval --chat-template qwen3, qwen3_training or llama3_training)"
         )
 
 
