@@ -158,6 +158,8 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert ssb["n_items"] == N_SP + N_MU and ssb["n_seeds"] == 2 and ssb["seeds"] == [0, 1]
     assert lr["diff"] == 0.5 and lr["distinguishable"] and lr["a_only"] == 60 and lr["b_only"] == 0
     assert math.isclose(lr["mcnemar_p"], 2 * 0.5**60)
+    sec = res["secondary"]["ssb_lr vs ssb"]  # the pre-set secondary pair; ssb_hdr is not in this run
+    assert list(res["secondary"]) == ["ssb_lr vs ssb"] and (sec["diff"], sec["a_only"], sec["b_only"]) == (0.5, 60, 0)
     assert res["arms"]["base"]["main"]["accuracy"] == 0.0 and res["arms"]["ssb_lr"]["main"]["ci"] == [1.0, 1.0]
     assert res["estimate"]["step_seconds"] == 2.0 and res["estimate"]["eval_seconds_per_sample"] == 0.5
     # 6 trained units × 4 steps × 2 s + 7 units × 600 eval samples × 0.5 s
@@ -165,12 +167,48 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     md = (tmp_path / "out" / "ablation_v2.md").read_text()
     assert "ssb vs sft: +0.0 points" in md and "**no detectable difference**" in md
     assert "ssb_lr vs sft: +50.0 points" in md and "ssb_lr is better than plain SFT" in md
+    assert "| ssb_lr vs ssb | [0, 1] | 60 | 100.0 | 50.0 | +50.0 |" in md
     for png in ("accuracy.png", "lambda.png", "losses.png"):
         assert (tmp_path / "out" / "ablation_v2" / png).stat().st_size > 1000
 
     ablation_v2.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
     assert calls[7:] == [("sft", 0), ("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
     assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
+
+
+def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    calls, seen_opts = [], []
+
+    def fake_build_data(opts, tokenizer):
+        return {"base": [{"id": f"r{i}"} for i in range(8)], "hard": [],
+                "info": {"path": str(opts.data), "sha256": "x", "checked": {"base": 8, "hard": 0, "rejected": 0},
+                         "rejected_reasons": {}, "base_over_max_length": [], "base_used": 8, "alpha_text": 0.8,
+                         "cot_mean": 280.0, "call_mean": 65.0, "alpha_supervised": 0.78, "hard_real": 0,
+                         "hard_used": 0, "fingerprint": "f"}}
+
+    def fake_run_unit(arm, seed, opts, data, plan, work):
+        calls.append((arm, seed))
+        seen_opts.append(opts.bf16)
+        return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
+                "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0}
+
+    monkeypatch.setattr(ablation_v2, "build_data", fake_build_data)
+    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
+    units = tmp_path / "committed" / "units"
+    argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--units", str(units)]
+    ablation_v2.main(argv)
+    assert calls == [("base", None), ("sft", 0)] and seen_opts == [False, False]
+    assert sorted(p.name for p in units.glob("*.json")) == ["base.json", "sft-s0.json"]
+    assert not (tmp_path / "work" / "units").exists()
+    # fp32 units keep the hash they had before --bf16 existed: no "bf16" key in their config
+    assert "bf16" not in json.loads((units / "sft-s0.json").read_text())["config"]
+    ablation_v2.main([*argv, "--bf16"])  # precision changes every unit's numbers, the untrained base's eval too
+    assert calls[2:] == [("base", None), ("sft", 0)] and seen_opts[2:] == [True, True]
+    assert json.loads((units / "base.json").read_text())["config"]["bf16"] is True
 
 
 def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_path):
