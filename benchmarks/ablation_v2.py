@@ -725,8 +725,10 @@ def main(argv=None):
     eval_cfg = {"categories": CATEGORIES, "limit": opts.limit, "max_new_tokens": opts.max_new_tokens,
                 "eval_batch": opts.eval_batch,
                 "prompt_style": "fc", "multi_turn_limit": opts.multi_turn_limit if multi_turn_supported()[0] else 0}
-    expected = [(a, None) if not ARMS[a][0] else (a, s) for a in opts.arm_list
-                for s in ([None] if not ARMS[a][0] else opts.seeds)]
+    # seed-major: a run stopped part-way has every arm on the first seed before any on the second, so its
+    # partial report already compares every arm with SFT
+    expected = [(a, None) for a in opts.arm_list if not ARMS[a][0]]
+    expected += [(a, s) for s in opts.seeds for a in opts.arm_list if ARMS[a][0]]
     configs = {unit_name(a, s): unit_config(a, s, opts, data, plan, eval_cfg) for a, s in expected}
     print(f"plan {plan}; {len(expected)} units", flush=True)
     ran = 0

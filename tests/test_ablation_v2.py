@@ -147,7 +147,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert len(partial["units_missing"]) == 5 and "Partial run" in (tmp_path / "out" / "ablation_v2.md").read_text()
 
     ablation_v2.main(argv)  # resume: only the 5 missing units run
-    assert calls[2:] == [("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
+    assert calls[2:] == [("ssb", 0), ("ssb_lr", 0), ("sft", 1), ("ssb", 1), ("ssb_lr", 1)]  # seed-major
     ablation_v2.main(argv)  # all cached: nothing runs
     assert len(calls) == 7
 
@@ -172,7 +172,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
         assert (tmp_path / "out" / "ablation_v2" / png).stat().st_size > 1000
 
     ablation_v2.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
-    assert calls[7:] == [("sft", 0), ("sft", 1), ("ssb", 0), ("ssb", 1), ("ssb_lr", 0), ("ssb_lr", 1)]
+    assert calls[7:] == [("sft", 0), ("ssb", 0), ("ssb_lr", 0), ("sft", 1), ("ssb", 1), ("ssb_lr", 1)]
     assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
 
 
