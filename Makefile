@@ -43,18 +43,17 @@ bench: install
 	$(PY) benchmarks/judge_throughput.py --items 1000 --concurrency 8 16 --json benchmarks/results/judge_throughput.json
 
 # The ablation in the paper's regime (benchmarks/ablation_v2.py): 7 trained arms × 2 seeds + base on the checked base
-# set of the real long-CoT data, full BFCL simple_python + multiple (600), paired comparison with SFT. Resumable:
-# every (arm, seed) is cached under outputs/ablation_v2/units/, rerunning continues where it stopped; a changed
-# setting reruns only the units it affects (stop any time; `make ablation` again resumes).
-# CPU time, extrapolated from smoke runs on this data (2026-11-22, CPU-seconds of one thread, so not inflated by
-# other jobs): ~52 CPU-s per optimizer step (batch 4, ~980 tokens a row), ~0.064 CPU-s per generated eval token incl.
-# prefill (~22 CPU-s per BFCL sample at ~350 generated tokens). 14 trained units × 92 steps ≈ 19 CPU-h; 15 units ×
-# 600 eval samples ≈ 55 CPU-h; HDR generation ≈ 1 CPU-h. About 75 CPU-h, i.e. ~40 h wall on 2 idle cores (5 days at
-# today's sharing): plan it over several sessions, or on a GPU.
+# set of the real long-CoT data, full BFCL simple_python + multiple (600), paired comparison with SFT. Resumable and
+# committed: every finished (arm, seed) is a JSON file in benchmarks/results/ablation_v2/units/ (with a hash of its
+# config); rerunning skips the files present, so each session adds units and commits them (stop any time). Units run
+# seed-major. Settings chosen for 2 CPU cores (2026-11-22 measurements, see results/ablation_v2.md): one epoch
+# (56 steps of 4), bf16 autocast training and bf16 decoding (AMX), eval batch 16, multi_turn_base off (its cost
+# for long-CoT models is far beyond a CPU session). About 35-45 min per unit on 2 idle cores, ~10 h for all 15.
 ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
+ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --multi-turn-limit 0
 ablation: install
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) --seeds 0,1 --threads 2 \
-		--out benchmarks/results --work outputs/ablation_v2
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) $(ABLATION_ARGS) \
+		--units benchmarks/results/ablation_v2/units --out benchmarks/results --work outputs/ablation_v2
 
 # The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
 ablation-v1: install

@@ -254,6 +254,27 @@ def per_sample(rows: list[dict]) -> list[list]:
     return [[r["id"], int(bool(r["valid"]))] for r in rows]
 
 
+def truncation(rows: list[dict], max_new_tokens: int) -> dict:
+    """Items whose generation stopped at max_new_tokens (a CoT that never reached its call), and of the others how
+    many are right: tells "answers wrong calls" from "never finishes thinking"."""
+    capped = [r for r in rows if (r.get("output_token_count") or 0) >= max_new_tokens]
+    finished = [r for r in rows if (r.get("output_token_count") or 0) < max_new_tokens]
+    return {"items": len(rows), "capped": len(capped), "capped_valid": sum(bool(r["valid"]) for r in capped),
+            "finished_valid": sum(bool(r["valid"]) for r in finished)}
+
+
+def add_truncation(unit: dict, work: Path, max_new_tokens: int) -> bool:
+    """Fill `truncation` of a unit cached before it was recorded, from that unit's own samples files (same run's
+    outputs, nothing re-generated); False when those files are not on this machine."""
+    if "truncation" in unit:
+        return False
+    folder = work / unit["unit"] / "bfcl"
+    if not all((folder / "samples" / f"{c}.jsonl").is_file() for c in CATEGORIES):
+        return False
+    unit["truncation"] = {c: truncation(read_samples(folder, c), max_new_tokens) for c in CATEGORIES}
+    return True
+
+
 def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
     import torch
 
@@ -275,6 +296,7 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
         for c in CATEGORIES:
             out["samples"][c] = per_sample(rows[c])
         # generated tokens: eval cost is about linear in them, so a smoke run's cost per token extrapolates
+        out["truncation"] = {c: truncation(rows[c], opts.max_new_tokens) for c in CATEGORIES}
         out["output_tokens"] = sum(r.get("output_token_count") or 0 for c in CATEGORIES for r in rows[c])
         out["input_tokens"] = sum(r.get("input_token_count") or 0 for c in CATEGORIES for r in rows[c])
         ok, why = multi_turn_supported()
@@ -385,6 +407,8 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
     done = {}
     for arm, seed in expected:
         u = cache.load(unit_name(arm, seed), configs[unit_name(arm, seed)])
+        if u and add_truncation(u, Path(opts.work), opts.max_new_tokens):
+            u = cache.save(unit_name(arm, seed), configs[unit_name(arm, seed)], u)
         if u:
             done[unit_name(arm, seed)] = u
     missing = [unit_name(a, s) for a, s in expected if unit_name(a, s) not in done]
@@ -404,6 +428,12 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
                 row[group] = {"accuracy": acc, "ci": [lo, hi], "n_items": len(vec[0])}
         row["per_category"] = {c: statistics.mean(u["accuracy"][c] for u in units) for c in cats
                                if all(c in u["accuracy"] for u in units)}
+        if all(u.get("truncation") for u in units):
+            t = {k: sum(u["truncation"][c][k] for u in units for c in CATEGORIES)
+                 for k in ("items", "capped", "capped_valid", "finished_valid")}
+            row["truncation"] = t | {"capped_share": t["capped"] / t["items"],
+                                     "finished_accuracy": (t["finished_valid"] / (t["items"] - t["capped"])
+                                                           if t["items"] > t["capped"] else None)}
         for key in ("final_lambda", "step_seconds_median", "train_seconds", "eval_seconds_per_sample"):
             vals = [u[key] for u in units if u.get(key) is not None]
             row[key] = statistics.mean(vals) if vals else None
@@ -535,6 +565,12 @@ def reading(res: dict) -> list[str]:
             lines.append(f"{arm} vs sft: {ci}, McNemar p = {c['mcnemar_p']:.3g} — **no detectable difference**: "
                          f"the CI holds zero, so these data cannot tell {arm} from plain SFT; they make an effect "
                          f"outside the CI (width {100 * c['ci_width']:.1f} points) unlikely.")
+    for arm, row in res["arms"].items():
+        t = row.get("truncation")
+        if t and t["capped"]:
+            lines.append(f"{arm}: {100 * t['capped_share']:.0f}% of outputs stopped at max_new_tokens before a call "
+                         f"({t['capped_valid']} of those {t['capped']} correct); accuracy of the finished ones "
+                         f"{pct(t['finished_accuracy'])}%.")
     for name, c in (res.get("secondary") or {}).items():
         ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
         verdict = "distinguishable from zero" if c["distinguishable"] else "**no detectable difference**"
@@ -597,16 +633,19 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
         f"greedy, max_new_tokens {o['max_new_tokens']}, prompt style fc (the trained format). multi_turn_base: "
         f"{res['multi_turn']}."),
         "",
-        "| arm | units | simple_python | multiple | pooled (95% CI) | final λ | L_c end | L_f end | s/step | eval s/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| arm | units | simple_python | multiple | pooled (95% CI) | hit max_new_tokens | acc. of finished "
+         "| final λ | L_c end | L_f end | s/step | eval s/sample |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in res["arms"].items():
         main = row.get("main") or {}
         ci = main.get("ci") or [None, None]
         le = row.get("loss_end") or {}
+        tr = row.get("truncation") or {}
         lines.append(
             f"| {arm} | {len(row['units'])} | {pct(row['per_category'].get('simple_python'))} "
             f"| {pct(row['per_category'].get('multiple'))} | {pct(main.get('accuracy'))} [{pct(ci[0])}, {pct(ci[1])}] "
+            f"| {pct(tr.get('capped_share'))} | {pct(tr.get('finished_accuracy'))} "
             f"| {fmt(row['final_lambda'])} | {fmt(le.get('ssb/loss_cot'))} | {fmt(le.get('ssb/loss_call'))} "
             f"| {fmt(row['step_seconds_median'], '.1f')} | {fmt(row['eval_seconds_per_sample'], '.2f')} |")
     header = ["| comparison | seeds | items | acc arm | acc ref | diff | 95% CI | CI width | arm-only / ref-only right "

@@ -211,6 +211,23 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     assert json.loads((units / "base.json").read_text())["config"]["bf16"] is True
 
 
+def test_truncation_tells_unfinished_from_wrong(tmp_path):
+    rows = [{"output_token_count": 512, "valid": False}, {"output_token_count": 600, "valid": True},
+            {"output_token_count": 100, "valid": True}, {"output_token_count": None, "valid": False}]
+    assert ablation_v2.truncation(rows, 512) == {"items": 4, "capped": 2, "capped_valid": 1, "finished_valid": 1}
+    # a unit cached before truncation was recorded is filled from its own samples files, once
+    unit = {"unit": "sft-s0"}
+    assert not ablation_v2.add_truncation(unit, tmp_path, 512)  # files not on this machine: left as it is
+    folder = tmp_path / "sft-s0" / "bfcl" / "samples"
+    folder.mkdir(parents=True)
+    for c in ablation_v2.CATEGORIES:
+        (folder / f"{c}.jsonl").write_text("".join(json.dumps(r | {"id": f"{c}_{i}"}) + "\n"
+                                                  for i, r in enumerate(rows)))
+    assert ablation_v2.add_truncation(unit, tmp_path, 512)
+    assert unit["truncation"]["multiple"] == {"items": 4, "capped": 2, "capped_valid": 1, "finished_valid": 1}
+    assert not ablation_v2.add_truncation(unit, tmp_path, 512)
+
+
 def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_path):
     # the eval runner writes one entries/<category>/<id>.json per multi-turn entry (no samples/*.jsonl)
     folder = tmp_path / "entries" / "multi_turn_base"
