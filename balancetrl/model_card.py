@@ -109,6 +109,78 @@ def training_data(summary: dict) -> str:
     return text + "."
 
 
+_LOAD_AND_ASK = """\
+model_id = "{model_id}"
+tokenizer = AutoTokenizer.from_pretrained(model_id)
+model = AutoModelForCausalLM.from_pretrained(model_id)
+
+tools = [{{"type": "function", "function": {{
+    "name": "get_weather", "description": "Current weather for a city.",
+    "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]
+messages = [{{"role": "user", "content": "What is the weather in Paris?"}}]
+inputs = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                       return_dict=True, return_tensors="pt")
+output = model.generate(**inputs, max_new_tokens=256)
+answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:])
+"""
+
+# How each training template writes the answer, and the parser that reads it back (json only: never eval output)
+_PARSERS = {
+    "chatml": ("The model answers in ChatML with its reasoning in `<think>...</think>` and each call as a JSON object "
+               "in a `<tool_call>...</tool_call>` block; the tokenizer's chat template renders the tools.", """\
+import json
+import re
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def parse_calls(answer: str) -> list[dict]:
+    calls = []
+    for block in re.findall(r"<tool_call>\\s*(.*?)\\s*</tool_call>", answer, re.DOTALL):
+        try:
+            calls.append(json.loads(block))  # {"name": ..., "arguments": {...}}
+        except json.JSONDecodeError:
+            pass  # a malformed call: skip it (never eval model output)
+    return calls
+"""),
+    "llama3": ("The model answers in the Llama 3 format it was trained in (balancetrl's `llama3_training` template): "
+               "its reasoning in `<think>...</think>`, then the calls as JSON objects "
+               '`{"name": ..., "parameters": {...}}` joined by `; `; the tokenizer\'s chat template renders the tools.',
+               """\
+import json
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def parse_calls(answer: str) -> list[dict]:
+    text = answer.split("</think>")[-1].replace("<|eot_id|>", "").strip()
+    decoder, calls, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        try:
+            call, i = decoder.raw_decode(text, i)  # {"name": ..., "parameters": {...}}
+        except json.JSONDecodeError:
+            break  # text, not a call: stop here (never eval model output)
+        calls.append(call)
+        while i < len(text) and text[i] in "; \\n":
+            i += 1
+    return calls
+"""),
+}
+
+
+def quick_start(chat_template: str | None, model_id: str) -> str:
+    """The card's quick start for the template the run trained with (`None`: a summary from before it was recorded,
+    when every run used ChatML): how the model answers, and code that asks it and parses its calls."""
+    if chat_template == "keep":
+        return ("The model was trained with its tokenizer's own chat template (`chat_template: keep`), so its calls "
+                "are written the way that template writes them; decode the answer and parse it accordingly:\n\n"
+                "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                + _LOAD_AND_ASK.format(model_id=model_id) + "print(answer)\n```")
+    text, parser = _PARSERS["llama3" if chat_template == "llama3_training" else "chatml"]
+    code = parser + "\n\n" + _LOAD_AND_ASK.format(model_id=model_id) + "print(parse_calls(answer))\n"
+    return f"{text}\n\n```python\n{code}```"
+
+
 def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id: str | None = None):
     """A `huggingface_hub.ModelCard` for the run in `output_dir` (pushed as `hub_model_id`, if given)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -123,8 +195,9 @@ def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id:
     )
     return ModelCard.from_template(
         card_data, template_path=str(TEMPLATE), model_name=Path(output_dir).name,
-        model_id=hub_model_id or str(output_dir), base_model_text=base_text, dataset_text=training_data(summary),
+        base_model_text=base_text, dataset_text=training_data(summary),
         balance_sft_section=balance_sft_section(summary), citation=CITATION,
+        quick_start=quick_start(summary.get("chat_template"), hub_model_id or str(output_dir)),
         **{f"{name}_version": installed_version(package) for name, package in (
             ("balancetrl", "balancetrl"), ("trl", "trl"), ("transformers", "transformers"), ("pytorch", "torch"),
             ("datasets", "datasets"), ("tokenizers", "tokenizers"))},

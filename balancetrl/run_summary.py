@@ -13,7 +13,8 @@ SSB_KEYS = ("ssb", "ssb_lambda_init", "ssb_lambda_mode", "ssb_lambda_lr", "ssb_l
             "cot_start", "cot_end")
 
 
-def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, seconds: float) -> dict:
+def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, seconds: float,
+                  chat_template: str | None = None) -> dict:
     args, history = trainer.args, trainer.state.log_history
     losses = [e["loss"] for e in history if "loss" in e]
     evals = [e["eval_loss"] for e in history if "eval_loss" in e]
@@ -22,6 +23,8 @@ def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, sec
     return {
         "base_model": base_model,
         "dataset": dataset,
+        # the format the model answers in: the model card's quick start parses calls the way this template writes them
+        "chat_template": chat_template,
         "ssb_settings": {k: getattr(args, k) for k in SSB_KEYS},
         "final_lambda": trainer.ssb_lambda,
         "final_train_loss": losses[-1] if losses else None,

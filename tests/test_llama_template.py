@@ -156,3 +156,32 @@ def test_rendered_calls_parse_back(kind):
     assert calls == [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
                      for c in message["tool_calls"]]
     assert text == ""
+
+
+def test_the_model_cards_quick_start_parses_what_the_template_writes(tmp_path):
+    # A llama3_training model answers `{"name", "parameters"}` objects joined by "; ", not ChatML <tool_call> blocks:
+    # the card's own parse_calls, run as a user would, must read every kind of answer back exactly.
+    import re
+    import subprocess
+    import sys
+
+    from balancetrl.model_card import build_model_card
+
+    summary = {"base_model": "m", "dataset": "d.jsonl", "chat_template": "llama3_training", "hdr": None,
+               "ssb_settings": {"ssb": True}, "final_lambda": 0.7, "global_steps": 1,
+               "data": {"base": 1, "hard": 0, "rejected": 0, "train": 1}}
+    card = str(build_model_card(tmp_path / "run", summary))
+    assert "<tool_call>" not in card and '`{"name": ..., "parameters": {...}}` joined by `; `' in card
+    (code,) = re.findall(r"## Quick start\n.*?```python\n(.*?)\nmodel_id = ", card, re.DOTALL)
+    answers, expected = [], []
+    for kind in (0, 1, 3):  # single call after reasoning, parallel calls, calls without reasoning
+        conv = make_conversations()[kind]
+        answers.append(_render(conv).rsplit("<|end_header_id|>\n\n", 1)[1])  # as decoded: <|eot_id|> included
+        expected.append([{"name": c["function"]["name"], "parameters": c["function"]["arguments"]}
+                         for c in conv["messages"][-1]["tool_calls"]])
+    script = code + "\nimport sys\nprint(json.dumps([parse_calls(a) for a in json.load(sys.stdin)]))\n"
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(answers), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == expected
+    assert len(expected[1]) > 1

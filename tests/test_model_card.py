@@ -89,3 +89,16 @@ def test_a_smollm2_runs_card(tmp_path):
 
 def test_the_readme_cites_what_the_card_cites():
     assert f"## Citation\n\n```bibtex\n{CITATION}\n```" in (ROOT / "README.md").read_text()
+
+
+def test_the_card_records_the_answer_format_of_its_template(tmp_path):
+    base = {"base_model": "m", "dataset": "d.jsonl", "ssb_settings": {"ssb": True}, "final_lambda": 0.7,
+            "global_steps": 1, "hdr": None, "data": {"base": 1, "hard": 0, "rejected": 0, "train": 1}}
+    cards = {t: str(build_model_card(tmp_path / "run", {**base, "chat_template": t}))
+             for t in (None, "qwen3_training", "qwen3", "llama3_training", "keep")}
+    for t in (None, "qwen3_training", "qwen3"):  # None: a summary written before the template was recorded (ChatML)
+        assert "The model answers in ChatML" in cards[t] and "<tool_call>" in quick_start(cards[t])
+    assert "Llama 3 format" in cards["llama3_training"] and "<tool_call>" not in cards["llama3_training"]
+    assert "chat_template: keep" in cards["keep"] and "parse_calls" not in cards["keep"]
+    for card in cards.values():
+        ast.parse(quick_start(card))  # every variant is valid Python

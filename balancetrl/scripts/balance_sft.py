@@ -291,7 +291,8 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     seconds = time.perf_counter() - start
     trainer.save_model(training_args.output_dir)
 
-    summary = build_summary(trainer, counts, model_args.model_name_or_path, report["input"], seconds)
+    summary = build_summary(trainer, counts, model_args.model_name_or_path, report["input"], seconds,
+                            chat_template=script_args.chat_template)
     if trainer.accelerator.is_main_process:
         from balancetrl.model_card import write_model_card
 
