@@ -8,7 +8,8 @@ refuses, naming the method and the tested versions. setup.cfg bounds the three p
 constraints.txt pins the whole tested set; this check is for an environment that got around both.
 
 Also relied upon (attributes, not checked here because they exist only on instances): `SFTTrainer._tokenizer`,
-`Trainer._signature_columns`, `PreTrainedModel._keys_to_ignore_on_save`. TRL's private CLI helper
+`SFTTrainer._tp_size` (TP degree the logged token counts are divided by), `SFTTrainer.aux_loss_enabled` (the MoE
+router loss term), `Trainer._signature_columns`, `PreTrainedModel._keys_to_ignore_on_save`. TRL's private CLI helper
 `_subtract_subsequence` is vendored (balancetrl/vendor/trl_cli.py) rather than imported.
 """
 
