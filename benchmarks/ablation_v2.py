@@ -22,9 +22,12 @@ Arms (same GGUF start, optimizer steps, data order, seed and eval for every trai
 
 Eval: BFCL simple_python + multiple (all 600 unless --limit), greedy, --prompt-style fc (the trained format), via
 `evaluate_bfcl`; `multi_turn_base` on its first --multi-turn-limit items, read from the runner's per-entry verdicts
-(skipped with a note if the runner cannot score it). Every (arm, seed) result is cached in <work>/units/<arm>-s<seed>.json with a hash of its
-config (data fingerprint, step plan, λ settings, HDR settings, eval settings), and reused only for the same config;
-the hash does not cover the code, so after a change that alters results use a new --work. The report
+(skipped with a note if the runner cannot score it); per arm also the share of outputs cut at --max-new-tokens.
+Every (arm, seed) result is cached in <units>/<arm>-s<seed>.json (--units, default <work>/units; `make ablation`
+keeps them in benchmarks/results/ablation_v2/units, committed, so sessions add to one experiment) with a hash of its
+config (data fingerprint, step plan, λ settings, HDR settings, eval settings, --bf16), and reused only for the same
+config; the hash does not cover the code, so after a change that alters results use a new --units folder. Units run
+seed-major (every arm on the first seed, then the next seed). The report
 (<out>/ablation_v2.md/.json + plots) is built from the cache: pooled accuracy with 95% CIs, every trained arm vs SFT
 as a paired comparison (item bootstrap, McNemar).
 """
