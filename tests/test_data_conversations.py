@@ -237,3 +237,28 @@ def test_check_cli_reads_a_dataset_info_file(tmp_path, capsys):
                          "--dataset-info", str(tmp_path / "info.json"), "--allow-missing-cot", "--no-progress"])
     assert c.run(args) == 0
     assert "9 records: 4 base, 1 hard, 4 rejected" in capsys.readouterr().out
+
+
+def test_custom_cot_markers_apply_inside_function_call_turns(tmp_path):
+    # a sharegpt function_call turn may carry its reasoning before the calls; it is split with the run's markers
+    row = {"id": "r1", "tools": json.dumps([WEATHER]), "conversations": [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "function_call",
+         "value": '<reasoning>One city, default unit.</reasoning>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}'},
+        {"from": "observation", "value": '{"temp": 9}'},
+        {"from": "gpt", "value": "<reasoning>Answer it.</reasoning>It is 9 °C in Oslo."}]}
+    path = tmp_path / "custom.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (default,) = load_records(path, format="sharegpt")  # <think> markers: the turn is text before JSON → named error
+    assert default.error == "invalid_function_call"
+    (custom,) = load_records(path, format="sharegpt", cot=("<reasoning>", "</reasoning>"))
+    assert custom.error is None
+    assert custom.data["messages"][1] == {"role": "assistant", "reasoning_content": "One city, default unit.",
+                                          "tool_calls": [tc("get_weather", city="Oslo")]}
+    # the check (and so training) reads the same markers end to end: the row is base, both CoTs kept
+    report = run_check(path, tmp_path / "out", require_cot=True, progress=False, cot_start="<reasoning>",
+                       cot_end="</reasoning>", format="sharegpt")
+    (base,) = [json.loads(line) for line in (tmp_path / "out" / "base.jsonl").read_text().splitlines()]
+    assert report["outcomes"] == {"base": 1, "hard": 0, "rejected": 0}
+    assert [m.get("reasoning_content") for m in base["messages"] if m["role"] == "assistant"] == [
+        "One city, default unit.", "Answer it."]

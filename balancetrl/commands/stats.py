@@ -40,7 +40,8 @@ class StatsCommand(Command):
     def run(self, args: Namespace, context: CommandContext | None = None, tokenizer=None) -> int:
         try:
             tokenizer = tokenizer or load_stats_tokenizer(args.tokenizer)
-            rows = load_records(args.input, format=args.format, answers=args.answers)
+            rows = load_records(args.input, format=args.format, answers=args.answers,
+                                cot=(args.cot_start, args.cot_end))
             stats = token_stats((r.data for r in rows if not r.error), tokenizer, args.cot_start, args.cot_end)
         except (InputError, OSError, ImportError) as e:
             print(f"balancetrl stats: error: {e}", file=sys.stderr)

@@ -246,6 +246,10 @@ def parse_calls(text: str) -> ParsedCalls:
     return ParsedCalls(parse_python_calls(stripped), "python", issues)
 
 
+# the CoT markers every option defaults to (`cot_start`/`cot_end`): R1/Qwen3-style reasoning blocks
+DEFAULT_COT = ("<think>", "</think>")
+
+
 def split_assistant_output(text: str, cot_start: str = "<think>", cot_end: str = "</think>") -> AssistantOutput:
     """Split generated assistant text into reasoning, calls and content; see `parse_assistant_output`."""
     reasoning = None

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .calls import (
+    DEFAULT_COT,
     CallParseError,
     normalize_call,
     parse_json_calls,
@@ -522,15 +523,16 @@ def _tools_from_system(text: str) -> list[dict] | None:
     return [to_canonical_tool(t) for t in value]
 
 
-def _call_turn(value: Any, where: str) -> dict:
-    """A `function_call` turn (JSON calls, optionally after a `<think>` block) → assistant message with tool_calls."""
+def _call_turn(value: Any, where: str, cot: tuple[str, str] = DEFAULT_COT) -> dict:
+    """A `function_call` turn (JSON calls, optionally after a CoT block in the `cot` markers) → assistant message
+    with tool_calls."""
     if not isinstance(value, str):
         raise FormatError("invalid_message", f"{where}: the content is not a string")
     try:
         try:
             calls, reasoning = parse_json_calls(value.strip()), None
         except CallParseError:
-            out = split_assistant_output(value)
+            out = split_assistant_output(value, *cot)
             calls, reasoning = out.calls, out.reasoning
             if calls is None or out.content:
                 raise FormatError("invalid_function_call", f"{where}: a function_call turn must hold calls (JSON), "
@@ -555,7 +557,8 @@ def _check_turn_order(kinds: list[str]) -> None:
         raise FormatError("invalid_turn_order", "the conversation ends without an assistant or function_call turn")
 
 
-def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool) -> Record:
+def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool,
+                  cot: tuple[str, str] = DEFAULT_COT) -> Record:
     """Shared by `sharegpt` and `openai`: map the roles, turn call turns and tool results into canonical messages."""
     _require(row, tags.messages)
     turns = row[tags.messages]
@@ -592,7 +595,7 @@ def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool)
             messages.append({"role": "system", "content": value})
             continue
         if role == "function_call":
-            message = _call_turn(value, where)
+            message = _call_turn(value, where, cot)
             last_calls = [c["function"]["name"] for c in message["tool_calls"]]
             messages.append(message)
             kinds.append("assistant")
@@ -618,18 +621,20 @@ def _conversation(row: dict, line: int, tags: ConversationTags, keep_keys: bool)
     return {"id": str(row.get("id", f"row-{line}")), "tools": tools or [], "messages": messages}
 
 
-def from_sharegpt(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
+def from_sharegpt(row: dict, line: int = 0, tags: ConversationTags | None = None,
+                  cot: tuple[str, str] = DEFAULT_COT) -> Record:
     """LLaMA-Factory sharegpt row (`conversations` of `{"from", "value"}` turns: human / gpt / function_call /
     observation / system, plus a `tools` JSON string) → canonical record. Hermes-style sharegpt rows (`from: tool`,
     `<tool_call>`/`<tool_response>` blocks, tools in the system prompt's `<tools>` block) load too."""
-    return _conversation(row, line, tags or ConversationTags(), keep_keys=False)
+    return _conversation(row, line, tags or ConversationTags(), keep_keys=False, cot=cot)
 
 
-def from_openai(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
+def from_openai(row: dict, line: int = 0, tags: ConversationTags | None = None,
+                cot: tuple[str, str] = DEFAULT_COT) -> Record:
     """LLaMA-Factory's `openai` formatting: `messages` with `role`/`content`, `tool_calls`, `tool` results and
     reasoning (`reasoning_content`, or reasoning content parts) → canonical record, with LLaMA-Factory's turn-order
     rule. Same result as `messages` for data that follows that rule; tags configurable with `dataset_info`."""
-    return _conversation(row, line, tags or ConversationTags.openai(), keep_keys=True)
+    return _conversation(row, line, tags or ConversationTags.openai(), keep_keys=True, cot=cot)
 
 
 def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) -> Record:
@@ -657,6 +662,8 @@ def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) 
     return _conversation({**row, "turns": turns}, line, tags, keep_keys=False)
 
 
+# formats whose `function_call` turns may hold a CoT block before the calls, split at load time with the run's markers
+CALL_TURN_FORMATS = ("sharegpt", "openai")
 CONVERTERS = {"xlam": from_xlam, "xlam_cot": from_xlam_cot, "messages": from_messages, "sharegpt": from_sharegpt,
               "openai": from_openai, "hermes": from_hermes}
 
@@ -667,11 +674,22 @@ def default_bfcl_answers(questions_path: str | os.PathLike) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _converter(format: str, tags: ConversationTags | None, cot: tuple[str, str]):
+    converter = CONVERTERS.get(format)
+    if converter is None:
+        return None
+    kwargs = {"tags": tags} if tags is not None else {}
+    if format in CALL_TURN_FORMATS and tuple(cot) != DEFAULT_COT:
+        kwargs["cot"] = tuple(cot)
+    return functools.partial(converter, **kwargs) if kwargs else converter
+
+
 def load_records(
     source: str | os.PathLike | Iterable[Any],
     format: str = "auto",
     answers: str | os.PathLike | None = None,
     tags: ConversationTags | None = None,
+    cot: tuple[str, str] = DEFAULT_COT,
 ) -> Iterator[RawRow]:
     """Stream canonical records from a file or an iterable of rows.
 
@@ -679,15 +697,15 @@ def load_records(
     `invalid_json`, `invalid_utf8`, `not_an_object`; conversion errors: `missing_field`, `tools_not_list`, ...).
     `format="auto"` detects the format from the first readable row and raises `InputError` when it cannot.
     `tags`: column and role names of `sharegpt`/`openai` data (see `load_dataset_info`); needs that format named.
+    `cot`: the (start, end) CoT markers of the run, used where a format holds CoT inside a call turn (`function_call`
+    turns of `sharegpt`/`openai` data); elsewhere raw assistant text is split by the checks with the same markers.
     """
     if format != "auto" and format not in FORMATS:
         raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if tags is not None and format not in ("sharegpt", "openai"):
         raise InputError(f"column/role tags apply to the sharegpt and openai formats, not to {format!r}")
     answer_rows = None
-    converter = CONVERTERS.get(format)
-    if tags is not None:
-        converter = functools.partial(converter, tags=tags)
+    converter = _converter(format, tags, cot)
     for row in read_records(source):
         if row.error:
             yield row
@@ -699,7 +717,7 @@ def load_records(
                     f"line {row.line}: cannot detect the format from keys {sorted(row.data)[:8]}; "
                     f"pass --format ({', '.join(FORMATS)})"
                 )
-            converter = CONVERTERS.get(format)
+            converter = _converter(format, tags, cot)
         if format == "bfcl" and answer_rows is None:
             answer_rows = _bfcl_answers(source, answers)
         try:

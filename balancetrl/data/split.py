@@ -50,7 +50,8 @@ def run_check(
     start = time.perf_counter()
     try:
         # progress=None: tqdm shows a bar only on a terminal
-        rows = tqdm(load_records(source, format=format, answers=answers, tags=tags), unit=" rec", mininterval=0.5,
+        rows = tqdm(load_records(source, format=format, answers=answers, tags=tags, cot=(cot_start, cot_end)),
+                    unit=" rec", mininterval=0.5,
                     disable=None if progress is None else not progress, desc="check")
         for row in rows:
             if row.error:

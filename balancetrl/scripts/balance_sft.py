@@ -182,7 +182,7 @@ def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
 
     fmt, tags = conversation_tags(script_args)
     records = []
-    for row in load_records(source, format=fmt, tags=tags):
+    for row in load_records(source, format=fmt, tags=tags, cot=cot):
         if row.error:
             continue
         # the normalised record, as base.jsonl holds the training records: eval renders the way training does
