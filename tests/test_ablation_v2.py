@@ -111,17 +111,20 @@ def fake_vector(arm: str, seed: int | None, n: int) -> list[int]:
     return [(i + (seed or 0)) % 2 for i in range(n)]  # sft and ssb: identical answers
 
 
+def fake_data(opts, n_base: int, n_hard: int) -> dict:
+    """What build_data returns, for n_base base and n_hard hard rows (no tokenizer, no file read)."""
+    return {"base": [{"id": f"r{i}"} for i in range(n_base)], "hard": [{"id": f"h{i}"} for i in range(n_hard)],
+            "info": {"path": str(opts.data), "sha256": "x",
+                     "checked": {"base": n_base, "hard": n_hard, "rejected": 0}, "rejected_reasons": {},
+                     "base_over_max_length": [], "base_used": n_base, "alpha_text": 0.8, "cot_mean": 280.0,
+                     "call_mean": 65.0, "alpha_supervised": 0.78, "hard_real": n_hard, "hard_used": n_hard,
+                     "fingerprint": "f"}}
+
+
 def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypatch):
     data_file = tmp_path / "data.jsonl"
     data_file.write_text("{}\n")
     calls = []
-
-    def fake_build_data(opts, tokenizer):
-        return {"base": [{"id": f"r{i}"} for i in range(16)], "hard": [{"id": "h0"}],
-                "info": {"path": str(opts.data), "sha256": "x", "checked": {"base": 16, "hard": 1, "rejected": 0},
-                         "rejected_reasons": {}, "base_over_max_length": [], "base_used": 16, "alpha_text": 0.8,
-                         "cot_mean": 280.0, "call_mean": 65.0, "alpha_supervised": 0.78, "hard_real": 1,
-                         "hard_used": 1, "fingerprint": "f"}}
 
     def fake_run_unit(arm, seed, opts, data, plan, work):
         calls.append((arm, seed))
@@ -135,7 +138,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
                 "step_seconds_median": 2.0 if trained else None, "eval_seconds_per_sample": 0.5, "log": log,
                 "final_lambda": 0.68 if trained else None, "wall_seconds": 10.0}
 
-    monkeypatch.setattr(ablation_v2, "build_data", fake_build_data)
+    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 1))
     monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
     argv = ["--data", str(data_file), "--arms", "base,sft,ssb,ssb_lr", "--seeds", "0,1", "--steps", "4",
@@ -181,20 +184,13 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     data_file.write_text("{}\n")
     calls, seen_opts = [], []
 
-    def fake_build_data(opts, tokenizer):
-        return {"base": [{"id": f"r{i}"} for i in range(8)], "hard": [],
-                "info": {"path": str(opts.data), "sha256": "x", "checked": {"base": 8, "hard": 0, "rejected": 0},
-                         "rejected_reasons": {}, "base_over_max_length": [], "base_used": 8, "alpha_text": 0.8,
-                         "cot_mean": 280.0, "call_mean": 65.0, "alpha_supervised": 0.78, "hard_real": 0,
-                         "hard_used": 0, "fingerprint": "f"}}
-
     def fake_run_unit(arm, seed, opts, data, plan, work):
         calls.append((arm, seed))
         seen_opts.append(opts.bf16)
         return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
                 "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0}
 
-    monkeypatch.setattr(ablation_v2, "build_data", fake_build_data)
+    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
     monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
     units = tmp_path / "committed" / "units"
