@@ -578,6 +578,10 @@ def reading(res: dict) -> list[str]:
         ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
         verdict = "distinguishable from zero" if c["distinguishable"] else "**no detectable difference**"
         lines.append(f"{name} (secondary): {ci}, McNemar p = {c['mcnemar_p']:.3g} — {verdict}.")
+    single = sorted(arm for arm, c in res["vs_sft"].items() if c["n_seeds"] == 1)
+    if single:
+        lines.append(f"One seed only for {', '.join(single)} vs sft: the CI covers the sampling of BFCL items, not the "
+                     "variation between training seeds, so it is narrower than the finished experiment's will be.")
     widths = [c["ci_width"] for c in res["vs_sft"].values()]
     if widths:
         lines.append(f"CI width achieved for paired differences: {100 * min(widths):.1f}–{100 * max(widths):.1f} points.")

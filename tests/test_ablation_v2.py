@@ -233,3 +233,14 @@ def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_pat
     rows = ablation_v2.read_entries(tmp_path, "multi_turn_base")
     assert ablation_v2.per_sample(rows) == [["multi_turn_base_0", 1], ["multi_turn_base_2", 0],
                                             ["multi_turn_base_10", 1]]
+
+
+def test_reading_says_when_a_comparison_has_one_seed():
+    c = {"diff": -0.022, "ci_low": -0.048, "ci_high": 0.005, "ci_width": 0.053, "distinguishable": False,
+         "mcnemar_p": 0.142, "n_items": 600}
+    res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {},
+           "vs_sft": {"ssb": c | {"n_seeds": 1}, "ssb_lr": c | {"n_seeds": 2}}}
+    lines = ablation_v2.reading(res)
+    assert ("One seed only for ssb vs sft: the CI covers the sampling of BFCL items, not the variation between "
+            "training seeds, so it is narrower than the finished experiment's will be.") in lines
+    assert "ssb vs sft: -2.2 points, 95% CI [-4.8, +0.5], McNemar p = 0.142 — **no detectable difference**" in lines[0]
