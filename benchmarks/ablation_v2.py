@@ -638,7 +638,8 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
         "",
         (f"Eval: BFCL {' + '.join(CATEGORIES)} ({limit}), "
         f"greedy, max_new_tokens {o['max_new_tokens']}, prompt style fc (the trained format). multi_turn_base: "
-        f"{res['multi_turn']}."),
+        + ("not run (`--multi-turn-limit 0`)." if not o["multi_turn_limit"]
+           else f"first {o['multi_turn_limit']} entries ({res['multi_turn']}).")),
         "",
         ("| arm | units | simple_python | multiple | pooled (95% CI) | hit max_new_tokens | acc. of finished "
          "| final λ | L_c end | L_f end | s/step | eval s/sample |"),
