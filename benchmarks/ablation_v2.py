@@ -727,7 +727,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--bf16", action="store_true",
                    help="train under bf16 autocast (master weights and λ stay fp32) and decode the eval in bf16: "
-                        "about 2.5x faster training and 1.7x faster decoding on a CPU with AMX; same for every arm")
+                        "about 1.4x faster trainer steps and 1.7x faster decoding on a CPU with AMX; same for every arm")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--work", default="outputs/ablation_v2", help="unit cache (units/) and trainer/eval outputs")
     p.add_argument("--units", default="", help="unit cache folder (default <work>/units); a committed folder "

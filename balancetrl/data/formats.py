@@ -679,7 +679,7 @@ def _converter(format: str, tags: ConversationTags | None, cot: tuple[str, str])
     if converter is None:
         return None
     kwargs = {"tags": tags} if tags is not None else {}
-    if format in CALL_TURN_FORMATS and tuple(cot) != DEFAULT_COT:
+    if format in CALL_TURN_FORMATS:
         kwargs["cot"] = tuple(cot)
     return functools.partial(converter, **kwargs) if kwargs else converter
 
