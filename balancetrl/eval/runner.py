@@ -60,7 +60,8 @@ def evaluate_bfcl(
 
     `model`/`tokenizer` may be passed already loaded (e.g. from a training loop); `model_spec` then
     only names the run. `check_with_bfcl` re-scores the written result files with bfcl's own
-    `evaluate` entry and records whether both agree per category.
+    `evaluate` entry and records whether both agree per category. `batch_size` is the transformers backend's
+    generation batch and, in multi-turn, the number of entries in flight (their steps batched; both backends).
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
@@ -89,8 +90,9 @@ def evaluate_bfcl(
         engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
         rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style)
     if multi:
-        engine.progress = None  # one step at a time: the bar counts entries instead
-        rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress)
+        engine.progress = None  # one round of steps at a time: the bar counts entries instead
+        rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress,
+                            batch_size)
     # model time only: single-turn generation wall time plus every multi-turn step's generation time
     gen_seconds = sum(r["generation_seconds"] for r in rows)
     rows = [next(r for r in rows if r["category"] == c) for c in cats]
@@ -172,9 +174,9 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     return rows
 
 
-def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress) -> list[dict]:
+def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress, width) -> list[dict]:
     from ..generation import progress_bar
-    from .multi_turn import ChatStepModel, load_entries, run_entry, summarize_steps
+    from .multi_turn import ChatStepModel, load_entries, run_entries, summarize_steps
 
     model = ChatStepModel(engine, tokenizer, max_new_tokens=max_new_tokens)
     rows = []
@@ -182,25 +184,26 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
         items = load_entries(c, limit)
         entry_dir = output_dir / "entries" / c
         entry_dir.mkdir(parents=True, exist_ok=True)
-        verdicts, latencies, records = [], [], []
         started = time.perf_counter()
         bar = progress_bar(len(items), c if progress else None, unit="entry")
-        for item in items:
-            outcome = run_entry(model, item, c)
-            steps = summarize_steps(outcome["turns"])
-            verdict = {k: outcome[k] for k in ("valid", "error_type", "error")}
-            verdicts.append(verdict)
-            latencies.append(steps["latency"])
-            records.append({"id": item["id"], "result": outcome["result"], "latency": steps["latency"]})
+
+        def write(i: int, outcome: dict, items=items, entry_dir=entry_dir, bar=bar) -> None:
             turns = [
                 {"query": query, "steps": steps_of_turn}
-                for query, steps_of_turn in zip(item["entry"]["question"], outcome["turns"])
+                for query, steps_of_turn in zip(items[i]["entry"]["question"], outcome["turns"])
             ]
-            (entry_dir / f"{item['id']}.json").write_text(
-                json.dumps({"id": item["id"], **verdict, **steps, "turns": turns}, indent=1, default=str) + "\n"
+            verdict = {k: outcome[k] for k in ("valid", "error_type", "error")}
+            (entry_dir / f"{outcome['id']}.json").write_text(
+                json.dumps({"id": outcome["id"], **verdict, **summarize_steps(outcome["turns"]), "turns": turns},
+                           indent=1, default=str) + "\n"
             )
             bar.update(1)
+
+        outcomes = run_entries(model.complete, items, c, width=width, on_done=write)
         bar.close()
+        verdicts = [{k: o[k] for k in ("valid", "error_type", "error")} for o in outcomes]
+        latencies = [summarize_steps(o["turns"])["latency"] for o in outcomes]
+        records = [{"id": o["id"], "result": o["result"], "latency": t} for o, t in zip(outcomes, latencies)]
         bfcl.write_result_file(result_dir, c, records)
         rows.append(report.summarize(c, verdicts, latencies))
         rows[-1]["generation_seconds"] = sum(latencies)
