@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from .data.calls import DEFAULT_COT
+
 
 @dataclass
 class BalanceSFTConfig(SFTConfig):
@@ -67,8 +69,8 @@ class BalanceSFTConfig(SFTConfig):
     )
     ssb_lambda_min: float = field(default=0.05, metadata={"help": "Lower bound of λ."})
     ssb_lambda_max: float = field(default=0.95, metadata={"help": "Upper bound of λ."})
-    cot_start: str = field(default="<think>", metadata={"help": "Marker opening a CoT span."})
-    cot_end: str = field(default="</think>", metadata={"help": "Marker closing a CoT span."})
+    cot_start: str = field(default=DEFAULT_COT[0], metadata={"help": "Marker opening a CoT span."})
+    cot_end: str = field(default=DEFAULT_COT[1], metadata={"help": "Marker closing a CoT span."})
     mask_empty_cot: bool = field(
         default=True,
         metadata={"help": "Leave empty CoT blocks (<think>\\n\\n</think>) out of the loss; False trains them as call tokens."},

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers.utils.chat_template_utils import render_jinja_template
 
+from .data.calls import DEFAULT_COT
+
 COT_MASK = "cot_mask"  # dataset / batch column: 1 where the token lies in a CoT span
 
 
@@ -29,8 +31,8 @@ class SampleError(ValueError):
 
 @dataclass(frozen=True)
 class SegmentSpec:
-    cot_start: str = "<think>"
-    cot_end: str = "</think>"
+    cot_start: str = DEFAULT_COT[0]
+    cot_end: str = DEFAULT_COT[1]
     mask_empty_cot: bool = True  # an empty CoT block carries no loss (BalanceSFTConfig.mask_empty_cot)
 
 

@@ -250,7 +250,7 @@ def parse_calls(text: str) -> ParsedCalls:
 DEFAULT_COT = ("<think>", "</think>")
 
 
-def split_assistant_output(text: str, cot_start: str = "<think>", cot_end: str = "</think>") -> AssistantOutput:
+def split_assistant_output(text: str, cot_start: str = DEFAULT_COT[0], cot_end: str = DEFAULT_COT[1]) -> AssistantOutput:
     """Split generated assistant text into reasoning, calls and content; see `parse_assistant_output`."""
     reasoning = None
     rest = text
@@ -284,7 +284,7 @@ def split_assistant_output(text: str, cot_start: str = "<think>", cot_end: str =
 
 
 def parse_assistant_output(
-    text: str, cot_start: str = "<think>", cot_end: str = "</think>"
+    text: str, cot_start: str = DEFAULT_COT[0], cot_end: str = DEFAULT_COT[1]
 ) -> tuple[str | None, list[dict] | None, str]:
     """Turn one generated assistant turn back into `(reasoning, calls, content)`.
 

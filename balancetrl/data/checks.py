@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .answers import answer_check_parsed
-from .calls import CallParseError
+from .calls import DEFAULT_COT, CallParseError
 from .quality import quality_check
 from .record import Record
 
@@ -35,8 +35,8 @@ def check_record(
     record: Record,
     fix: bool = False,
     require_cot: bool = True,
-    cot_start: str = "<think>",
-    cot_end: str = "</think>",
+    cot_start: str = DEFAULT_COT[0],
+    cot_end: str = DEFAULT_COT[1],
 ) -> CheckOutcome:
     """Run the Base Quality Check, then the Answer Check of every assistant turn.
 

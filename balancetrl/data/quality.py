@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .calls import CallParseError, from_tool_calls, split_assistant_output, to_tool_calls
+from .calls import DEFAULT_COT, CallParseError, from_tool_calls, split_assistant_output, to_tool_calls
 from .reasons import OK, CheckResult, fail
 from .record import SharedTool
 
@@ -96,7 +96,7 @@ def normalise_assistant(msg: dict, cot_start: str, cot_end: str) -> tuple[dict, 
 
 
 def quality_check(
-    record: Any, require_cot: bool = True, cot_start: str = "<think>", cot_end: str = "</think>"
+    record: Any, require_cot: bool = True, cot_start: str = DEFAULT_COT[0], cot_end: str = DEFAULT_COT[1]
 ) -> tuple[CheckResult, QualityPass | None]:
     """`(OK, QualityPass)` for a usable record, else `(failure, None)` with a `REASONS` code and a message."""
     if not isinstance(record, dict):

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .calls import DEFAULT_COT
 from .checks import CheckOutcome, check_record
 from .formats import load_records
 from .io import AtomicJsonlWriter, atomic_write, read_records, why_unusable
@@ -28,8 +29,8 @@ def run_check(
     answers: str | None = None,
     fix: bool = False,
     require_cot: bool = True,
-    cot_start: str = "<think>",
-    cot_end: str = "</think>",
+    cot_start: str = DEFAULT_COT[0],
+    cot_end: str = DEFAULT_COT[1],
     progress: bool | None = None,
     tags=None,
     label: str | None = None,

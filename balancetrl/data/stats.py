@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .calls import CallParseError, render_tool_call_block
+from .calls import DEFAULT_COT, CallParseError, render_tool_call_block
 from .quality import normalise_assistant
 
 
@@ -64,7 +64,7 @@ def summarize(values: list[int]) -> Summary:
     return Summary(len(s), total, total / len(s) if s else float("nan"), _quantile(s, 0.5), _quantile(s, 0.9))
 
 
-def turn_texts(record: dict, cot_start: str = "<think>", cot_end: str = "</think>"):
+def turn_texts(record: dict, cot_start: str = DEFAULT_COT[0], cot_end: str = DEFAULT_COT[1]):
     """Yield `(cot_text | None, result_text)` per assistant turn; raises `CallParseError` on unparsable turns."""
     for m in record.get("messages") or []:
         if not isinstance(m, dict) or m.get("role") != "assistant":
@@ -83,8 +83,8 @@ def turn_texts(record: dict, cot_start: str = "<think>", cot_end: str = "</think
 def token_stats(
     records: Iterable[dict],
     tokenizer,
-    cot_start: str = "<think>",
-    cot_end: str = "</think>",
+    cot_start: str = DEFAULT_COT[0],
+    cot_end: str = DEFAULT_COT[1],
     batch_size: int = 512,
 ) -> TokenStats:
     """Count CoT and call tokens of every assistant turn with `tokenizer` (no special tokens added).

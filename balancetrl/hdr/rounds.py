@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.answers import answer_check
-from ..data.calls import CallParseError, from_tool_calls, parse_assistant_output, to_tool_calls
+from ..data.calls import DEFAULT_COT, CallParseError, from_tool_calls, parse_assistant_output, to_tool_calls
 from .verdicts import Candidate, JudgeItem
 
 
@@ -150,7 +150,7 @@ def run_round(
     max_new_tokens: int,
     seed: int,
     require_cot: bool = True,
-    cot: tuple[str, str] = ("<think>", "</think>"),
+    cot: tuple[str, str] = DEFAULT_COT,
     judge_fn=None,
     trainable=None,
 ) -> RoundResult:
