@@ -52,9 +52,12 @@ bench: install
 # 35-49 min eval), ~14 h for all 15 plus the HDR rounds.
 ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
 ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --multi-turn-limit 0
+# a run with other hardware (--device cuda) or eval settings gets its own units and report folders
+ABLATION_UNITS ?= benchmarks/results/ablation_v2/units
+ABLATION_OUT ?= benchmarks/results
 ablation: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) $(ABLATION_ARGS) \
-		--units benchmarks/results/ablation_v2/units --out benchmarks/results --work outputs/ablation_v2
+		--units $(ABLATION_UNITS) --out $(ABLATION_OUT) --work outputs/ablation_v2
 
 # The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
 ablation-v1: install

@@ -220,6 +220,8 @@ def unit_config(arm: str, seed: int | None, opts, data: dict, plan: dict, eval_c
     cfg = {"arm": arm, "model": MODEL, "eval": eval_cfg}
     if opts.bf16:  # only when on, so units cached before the option existed keep their hash
         cfg["bf16"] = True
+    if opts.device != "cpu":  # other kernels, other numbers: a GPU unit never stands in for a CPU one (nor back)
+        cfg["device"] = opts.device
     if not trained:
         return cfg
     cfg.update(seed=seed, ssb=ssb, hdr=hdr, data=data["info"]["fingerprint"], plan=plan, batch=opts.batch,
@@ -336,7 +338,7 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
     if trained:
         lam = lambda_settings(arm, opts, data["info"]["alpha_supervised"])
         args = BalanceSFTConfig(
-            output_dir=str(work / "trainer"), report_to=[], use_cpu=True, seed=seed, data_seed=seed,
+            output_dir=str(work / "trainer"), report_to=[], use_cpu=opts.device == "cpu", seed=seed, data_seed=seed,
             per_device_train_batch_size=opts.batch, gradient_accumulation_steps=1, learning_rate=opts.lr,
             lr_scheduler_type="cosine", warmup_steps=0.05, max_length=opts.max_length, logging_steps=1,
             gradient_checkpointing=False, save_strategy="no", eval_strategy="no", disable_tqdm=not opts.progress,
@@ -380,6 +382,8 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
                                f"{plan['total_steps']}: the arms would not be comparable")
         model = trainer.model
         del trainer
+    else:
+        model.to(opts.device)  # the trainer placed the trained arms' models
     result.update(evaluate(model, tokenizer, f"{MODEL}:{arm}:s{seed}", work, opts))
     result["wall_seconds"] = time.perf_counter() - t_start
     result["loadavg_end"] = os.getloadavg()
@@ -725,6 +729,9 @@ def parse_args(argv=None):
     p.add_argument("--multi-turn-limit", type=int, default=50, help="first N multi_turn_base items (0: off)")
     p.add_argument("--resamples", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where every unit trains and decodes; part of each unit's config (cuda units are not mixed "
+                        "with cpu ones): give a GPU run its own --units and --out")
     p.add_argument("--bf16", action="store_true",
                    help="train under bf16 autocast (master weights and λ stay fp32) and decode the eval in bf16: "
                         "about 1.4x faster trainer steps and 1.7x faster decoding on a CPU with AMX; same for every arm")
@@ -747,6 +754,11 @@ def parse_args(argv=None):
         p.error("HDR arms need --hdr-rounds >= 1")
     if not Path(opts.data).is_file():
         p.error(f"--data {opts.data} does not exist")
+    if opts.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda, but torch sees no CUDA device (torch.cuda.is_available() is False)")
     return opts
 
 

@@ -205,6 +205,17 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     ablation_v2.main([*argv, "--bf16"])  # precision changes every unit's numbers, the untrained base's eval too
     assert calls[2:] == [("base", None), ("sft", 0)] and seen_opts[2:] == [True, True]
     assert json.loads((units / "base.json").read_text())["config"]["bf16"] is True
+    assert "device" not in json.loads((units / "base.json").read_text())["config"]  # cpu: the hash of before
+
+    with pytest.raises(SystemExit):  # no GPU here: refused before anything runs
+        ablation_v2.main([*argv, "--bf16", "--device", "cuda"])
+    assert len(calls) == 4
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ablation_v2.main([*argv, "--bf16", "--device", "cuda"])  # a GPU's numbers never stand in for the CPU units
+    assert calls[4:] == [("base", None), ("sft", 0)]
+    assert json.loads((units / "sft-s0.json").read_text())["config"]["device"] == "cuda"
 
 
 def test_truncation_tells_unfinished_from_wrong(tmp_path):
