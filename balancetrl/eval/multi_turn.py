@@ -270,6 +270,17 @@ def run_entry(model: StepModel, item: dict, category: str, run_name: str | None 
     }
 
 
+def _import_environments(items: list[dict]) -> None:
+    """bfcl, its handler and the environment modules of ``items`` (bfcl's executor imports them on first use)."""
+    import importlib
+
+    _handler_class()
+    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
+
+    for name in sorted({c for item in items for c in item["entry"]["involved_classes"]}):
+        importlib.import_module(CLASS_FILE_PATH_MAPPING[name])
+
+
 class _Aborted(Exception):
     """Raised in an entry's thread when the run stops (another entry or the model failed)."""
 
@@ -310,6 +321,7 @@ def run_entries(
     each entry finishes. An error in an entry or in ``model`` stops every entry and is raised here."""
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
+    _import_environments(items)  # first imports here, not raced by the entry threads
     gate = _Lockstep()
     outcomes: list[dict | None] = [None] * len(items)
     errors: dict[int, BaseException] = {}
