@@ -1,4 +1,5 @@
-"""Each rank in its own working directory (a node without a shared filesystem): the data split reaches every rank."""
+"""Each rank in its own working directory (a node without a shared filesystem): the data split reaches every rank;
+with `--hdr-state`, so do the HDR rounds that only node 0 has on disk (what a resumed job restores)."""
 
 import argparse
 import hashlib
@@ -12,6 +13,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
     parser.add_argument("--data", required=True)
+    parser.add_argument("--hdr-state", action="store_true")
     opts = parser.parse_args()
     rank = int(os.environ["RANK"])
     node = Path(opts.base) / f"node{rank}"
@@ -23,6 +25,8 @@ def main():
     from accelerate import PartialState
 
     PartialState(cpu=True)
+    if opts.hdr_state:
+        return restore_hdr_rounds(rank, Path(opts.base))
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, split_dataset
 
     script_args = BalanceSFTScriptArguments(dataset_path="train.jsonl", fix=True)
@@ -32,6 +36,21 @@ def main():
            "data_files": sorted(p.name for p in (node / "run" / "data").glob("*"))
            if (node / "run" / "data").exists() else []}
     (Path(opts.base) / f"rank{rank}.json").write_text(json.dumps(out))
+
+
+def restore_hdr_rounds(rank: int, base: Path) -> None:
+    from types import SimpleNamespace
+
+    from balancetrl.distributed import on_main_process
+    from balancetrl.hdr.state import HDRState
+
+    state = HDRState("run")  # the same relative output_dir on every node
+    if rank == 0:  # the rounds a killed job finished, on node 0's disk only
+        for k in (1, 2):
+            state.write_round(SimpleNamespace(round=k, accepted=[{"id": f"a{k}"}], still_hard=[{"id": f"h{k}"}],
+                                              candidates=[], judge_totals={}), {"round": k})
+    out = {"local": HDRState("run").finished_rounds(), "restored": on_main_process(state.load_finished)}
+    (base / f"rank{rank}.json").write_text(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,21 @@ def test_ranks_in_different_directories_get_the_main_process_split(tmp_path):
         {k: main[k] for k in ("base", "hard", "outcomes", "sha256")}
 
 
+@pytest.mark.slow
+def test_hdr_rounds_on_node_0_reach_every_rank(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+         str(SCRIPT), "--base", str(tmp_path), "--data", str(DATA), "--hdr-state"],
+        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert main["local"] == [1, 2] and other["local"] == []  # node 1's disk has no round
+    rounds = [[1, [{"id": "a1"}], [{"id": "h1"}], {"round": 1, "judges": {}}],
+              [2, [{"id": "a2"}], [{"id": "h2"}], {"round": 2, "judges": {}}]]
+    assert main["restored"] == other["restored"] == rounds
+
+
 def test_multi_node_accelerate_config():
     config = load_config_from_file(str(ROOT / "recipes" / "accelerate" / "multi_node.yaml"))
     assert config.num_machines == 2 and config.num_processes == 16 and config.machine_rank == 0

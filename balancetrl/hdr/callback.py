@@ -127,9 +127,12 @@ class HDRCallback(TrainerCallback):
     # ---- rounds ----
 
     def _restore_finished_rounds(self) -> None:
+        from ..distributed import on_main_process
+
         self.hard, self.accepted, self.summaries = list(self.initial_hard), {}, []
-        for k in self.state.finished_rounds():
-            accepted, still_hard, summary = self.state.load_round(k)
+        # Rounds are written on the global main process (node 0). Read there and sent to every rank: another node
+        # without that disk would otherwise see no finished round and regenerate while node 0 does not (a hang).
+        for k, accepted, still_hard, summary in on_main_process(self.state.load_finished):
             self.accepted[k], self.summaries = accepted, self.summaries + [summary]
             self.hard = [hard_sample(r) for r in still_hard]
 

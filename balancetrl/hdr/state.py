@@ -56,6 +56,10 @@ class HDRState:
         return (_read_round_file(d / "accepted.jsonl"), _read_round_file(d / "still_hard.jsonl"),
                 json.loads((d / "summary.json").read_text()))
 
+    def load_finished(self) -> list[tuple[int, list[dict], list[dict], dict]]:
+        """Every finished round as ``(k, accepted, still_hard, summary)``, in order."""
+        return [(k, *self.load_round(k)) for k in self.finished_rounds()]
+
     def summaries(self) -> list[dict]:
         return [self.load_round(k)[2] for k in self.finished_rounds()]
 
