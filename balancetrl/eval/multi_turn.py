@@ -71,24 +71,19 @@ def check_template_renders_tools(tokenizer, chat_template: str | None = None) ->
 
 
 class ChatStepModel:
-    """The model call of one step: render through the chat template, one greedy completion from an engine of the
-    generation layer (``TransformersGeneration`` / ``OfflineVLLM``: anything with ``complete(prompt_ids, ...)``)."""
+    """The model call of one round of steps (a ``BatchStepModel``): each conversation rendered through the chat
+    template, one greedy completion each from a single call of an engine of the generation layer
+    (``TransformersGeneration`` / ``OfflineVLLM``: anything with ``complete(prompt_ids, ...)``), which batches them."""
 
     def __init__(self, engine, tokenizer, *, max_new_tokens: int = 512, chat_template: str | None = None):
         self.engine, self.tokenizer = engine, tokenizer
         self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
 
-    def render(self, messages: list[dict], tools: list[dict]) -> str:
-        return render_prompt_texts(self.tokenizer, [messages], [tools or None], self.chat_template)[0]
-
-    def complete(self, requests: list[tuple[list[dict], list[dict]]]) -> list[Completion]:
-        """One step of several conversations: a single engine call (batched by the engine)."""
-        texts = [self.render(messages, tools) for messages, tools in requests]
+    def __call__(self, requests: list[tuple[list[dict], list[dict]]]) -> list[Completion]:
+        texts = render_prompt_texts(self.tokenizer, [messages for messages, _ in requests],
+                                    [tools or None for _, tools in requests], self.chat_template)
         ids = tokenize_prompt_texts(self.tokenizer, texts)
         return [row[0] for row in self.engine.complete(ids, max_new_tokens=self.max_new_tokens)]
-
-    def __call__(self, messages: list[dict], tools: list[dict]) -> Completion:
-        return self.complete([(messages, tools)])[0]
 
 
 def _executor_globals() -> dict:

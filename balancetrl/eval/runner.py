@@ -199,7 +199,7 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
             )
             bar.update(1)
 
-        outcomes = run_entries(model.complete, items, c, width=width, on_done=write)
+        outcomes = run_entries(model, items, c, width=width, on_done=write)
         bar.close()
         verdicts = [{k: o[k] for k in ("valid", "error_type", "error")} for o in outcomes]
         latencies = [summarize_steps(o["turns"])["latency"] for o in outcomes]
