@@ -27,6 +27,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_co
 
 
 def train_child(bf16: bool, opts) -> list[float]:
+    """Seconds of each of `opts.steps` BalanceSFTTrainer steps (batch 4 of the ablation's first `opts.rows` rows) on
+    `opts.threads` threads, in a fresh model (also used by parallel_units_cpu.py)."""
     import torch
     from ablation import StepTimer
     from ablation_v2 import check_file, supervised_alpha
@@ -38,7 +40,8 @@ def train_child(bf16: bool, opts) -> list[float]:
     torch.set_num_threads(opts.threads)
     model, tok = load_model_and_tokenizer("smollm2-135m-instruct")
     base, _, _ = supervised_alpha(check_file(opts.data)["base"], tok, 1024)
-    args = BalanceSFTConfig(output_dir=str(Path(opts.tmp) / "trainer"), report_to=[], use_cpu=True, seed=0,
+    # per process: parallel_units_cpu.py trains in several processes at once
+    args = BalanceSFTConfig(output_dir=str(Path(opts.tmp) / f"trainer-{os.getpid()}"), report_to=[], use_cpu=True, seed=0,
                             per_device_train_batch_size=4, learning_rate=5e-5, max_length=1024, logging_steps=1,
                             save_strategy="no", max_steps=opts.steps, bf16=bf16, disable_tqdm=True)
     timer = StepTimer()

@@ -59,28 +59,11 @@ def child_decode(opts) -> dict:
 
 
 def child_train(opts) -> dict:
-    import torch
-    from ablation import StepTimer
-    from ablation_v2 import check_file, supervised_alpha
+    from bf16_cpu import train_child
 
-    from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
-    from balancetrl.data.training import to_training_dataset
-    from balancetrl.models import load_model_and_tokenizer
-
-    torch.set_num_threads(opts.threads)
-    seconds = []
-    for r in range(opts.repeat):
-        model, tok = load_model_and_tokenizer(MODEL)
-        base, _, _ = supervised_alpha(check_file(opts.data)["base"], tok, 1024)
-        args = BalanceSFTConfig(output_dir=str(Path(opts.tmp) / f"trainer-{os.getpid()}-{r}"), report_to=[],
-                                use_cpu=True, seed=0, per_device_train_batch_size=4, learning_rate=5e-5,
-                                max_length=1024, logging_steps=1, save_strategy="no", max_steps=opts.steps, bf16=True,
-                                disable_tqdm=True)
-        timer = StepTimer()
-        BalanceSFTTrainer(model=model, args=args, train_dataset=to_training_dataset(base[: 4 * opts.steps]),
-                          processing_class=tok, callbacks=[timer]).train()
-        seconds.append(sum(timer.step_seconds[1:]))  # the first step pays for allocations
-    return {"seconds": seconds}
+    opts.rows = 4 * opts.steps  # one batch of 4 per step
+    # the first step pays for allocations: left out
+    return {"seconds": [sum(train_child(True, opts)[1:]) for _ in range(opts.repeat)]}
 
 
 def run_children(what: str, layout: str, opts) -> tuple[float, list[dict]]:
