@@ -322,6 +322,23 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
     return out
 
 
+def peak_rss_mb(reset: bool = False) -> float | None:
+    """This process's peak resident memory (VmHWM) since the last reset, in MiB; None off Linux.
+
+    Units run one after another in one process, so the lifetime peak (`ru_maxrss`) would carry the largest unit
+    into every later one: writing 5 to clear_refs restarts the peak (Linux >= 4.0)."""
+    try:
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+            return None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Path) -> dict:
     from transformers import set_seed
 
@@ -332,6 +349,7 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
     trained, ssb, _, hdr = ARMS[arm]
     t_start = time.perf_counter()
     set_seed(seed if seed is not None else 0)
+    peak_rss_mb(reset=True)
     model, tokenizer = load_model_and_tokenizer(MODEL)
     # the load average says how much other work shared the cores: timings under load are not the machine's speed
     result: dict = {"arm": arm, "seed": seed, "loadavg_start": os.getloadavg()}
@@ -382,9 +400,13 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
                                f"{plan['total_steps']}: the arms would not be comparable")
         model = trainer.model
         del trainer
+        # two units side by side need twice this: the memory check of running them in parallel
+        result["train_peak_rss_mb"] = peak_rss_mb()
+        peak_rss_mb(reset=True)
     else:
         model.to(opts.device)  # the trainer placed the trained arms' models
     result.update(evaluate(model, tokenizer, f"{MODEL}:{arm}:s{seed}", work, opts))
+    result["eval_peak_rss_mb"] = peak_rss_mb()
     result["wall_seconds"] = time.perf_counter() - t_start
     result["loadavg_end"] = os.getloadavg()
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -493,10 +515,13 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
                                                  med["eval_cpu_seconds_per_sample"] / threads)
             estimate.update(step_cpu_seconds=med["step_cpu_seconds"],
                             eval_cpu_seconds_per_sample=med["eval_cpu_seconds_per_sample"], threads=threads)
+    peaks = {k: max((u[k] for u in units_done if u.get(k)), default=None)
+             for k in ("train_peak_rss_mb", "eval_peak_rss_mb")}
+    peaks["units"] = sum(1 for u in units_done if u.get("eval_peak_rss_mb"))
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
             "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
             "units_done": sorted(done), "units_missing": missing, "arms": per_arm, "vs_sft": comparisons,
-            "secondary": secondary,
+            "secondary": secondary, "peak_rss_mb": peaks,
             "wall_seconds_units": sum(u.get("wall_seconds", 0) for u in units_done), "estimate": estimate,
             "multi_turn": multi_turn_supported()[1].rstrip(".") or "supported"}
 
@@ -688,6 +713,11 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
         lines += ["", (f"Estimated wall time of all units at the measured speed: {e['hours_all_units']:.1f} h "
                   f"({e['step_seconds']:.1f} s/step, {e['eval_seconds_per_sample']:.2f} s per eval sample; "
                   f"{e['note']}).{idle}")]
+    pk = res.get("peak_rss_mb") or {}
+    if pk.get("units"):
+        lines += ["", (f"Peak process memory (RSS, max over the {pk['units']} unit(s) that record it): training "
+                       f"{fmt(pk['train_peak_rss_mb'] and pk['train_peak_rss_mb'] / 1024, '.1f')} GiB, eval "
+                       f"{fmt(pk['eval_peak_rss_mb'] / 1024, '.1f')} GiB; units run side by side need the sum.")]
     lines += [""] + [f"![{i}](ablation_v2/{i})" for i in images] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
