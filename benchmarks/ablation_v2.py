@@ -501,13 +501,23 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
         n_trained = sum(1 for a, _ in expected if ARMS[a][0])
         n_eval = opts.limit * len(CATEGORIES) if opts.limit else 600  # the run's own eval size
 
+        # an HDR unit's training time beyond its steps: the regeneration rounds and dataset swaps between epochs
+        hdr_extra = [u["train_seconds"] - sum(u["step_seconds"]) for a, s in expected
+                     if ARMS[a][3] and (u := done.get(unit_name(a, s))) and u.get("train_seconds")
+                     and u.get("step_seconds")]
+        hdr_s = statistics.median(hdr_extra) if hdr_extra else 0.0
+        n_hdr = sum(1 for a, _ in expected if ARMS[a][3])
+
         def hours(step_s: float, sample_s: float) -> float:
-            return (n_trained * plan["total_steps"] * step_s + len(expected) * n_eval * sample_s) / 3600
+            return (n_trained * plan["total_steps"] * step_s + len(expected) * n_eval * sample_s + n_hdr * hdr_s) / 3600
 
         med = {k: statistics.median(v) if v else None for k, v in measured.items()}
+        hdr_note = (f"HDR rounds at the measured {hdr_s / 60:.1f} min per HDR unit (wall)" if hdr_extra
+                    else "HDR generation rounds not included (no HDR unit done)")
         estimate = {"step_seconds": med["step_seconds_median"], "eval_seconds_per_sample": med["eval_seconds_per_sample"],
+                    "hdr_seconds_per_unit": hdr_s if hdr_extra else None,
                     "hours_all_units": hours(med["step_seconds_median"], med["eval_seconds_per_sample"]),
-                    "note": "HDR generation rounds and multi-turn eval not included; medians of the units done"}
+                    "note": f"{hdr_note}; multi-turn eval not included; medians of the units done"}
         if med["step_cpu_seconds"] and med["eval_cpu_seconds_per_sample"]:
             # an idle machine runs the --threads threads in parallel: wall ≈ CPU seconds / threads at best
             threads = opts.threads or os.cpu_count() or 1

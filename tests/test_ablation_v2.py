@@ -184,6 +184,36 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
 
 
+def test_estimate_counts_the_measured_hdr_rounds(tmp_path, monkeypatch):
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+
+    def fake_run_unit(arm, seed, opts, data, plan, work):
+        steps = [2.0] * plan["total_steps"]
+        # an HDR unit trains 300 s beyond its steps (its regeneration round); a plain one 5 s (setup)
+        extra = 300.0 if ablation_v2.ARMS[arm][3] else 5.0
+        return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
+                "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0,
+                "step_seconds": steps, "step_seconds_median": 2.0, "train_seconds": sum(steps) + extra,
+                "eval_seconds_per_sample": 0.5}
+
+    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 8))
+    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
+    argv = ["--data", str(data_file), "--arms", "sft,sft_hdr", "--seeds", "0,1", "--epochs", "1", "--resamples", "200",
+            "--round-size", "4", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    ablation_v2.main([*argv, "--max-units", "1"])  # sft-s0 only: no HDR unit measured yet
+    est = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())["estimate"]
+    assert est["hdr_seconds_per_unit"] is None and "HDR generation rounds not included" in est["note"]
+
+    ablation_v2.main([*argv, "--max-units", "1"])  # + sft_hdr-s0
+    res = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
+    est, total = res["estimate"], res["plan"]["total_steps"]
+    assert est["hdr_seconds_per_unit"] == 300.0 and "HDR rounds at the measured 5.0 min per HDR unit" in est["note"]
+    # 4 trained units × total steps × 2 s + 4 units × 600 samples × 0.5 s + 2 HDR units × 300 s
+    assert est["hours_all_units"] == pytest.approx((4 * total * 2 + 4 * 600 * 0.5 + 2 * 300) / 3600)
+
+
 def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     data_file = tmp_path / "data.jsonl"
     data_file.write_text("{}\n")
