@@ -725,9 +725,10 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
                   f"{e['note']}).{idle}")]
     pk = res.get("peak_rss_mb") or {}
     if pk.get("units"):
-        lines += ["", (f"Peak process memory (RSS, max over the {pk['units']} unit(s) that record it): training "
-                       f"{fmt(pk['train_peak_rss_mb'] and pk['train_peak_rss_mb'] / 1024, '.1f')} GiB, eval "
-                       f"{fmt(pk['eval_peak_rss_mb'] / 1024, '.1f')} GiB; units run side by side need the sum.")]
+        lines += ["", (f"Peak process memory (RSS, max over the {pk['units']} unit(s) that record it): during training "
+                       f"{fmt(pk['train_peak_rss_mb'] and pk['train_peak_rss_mb'] / 1024, '.1f')} GiB, during eval "
+                       f"{fmt(pk['eval_peak_rss_mb'] / 1024, '.1f')} GiB (the process keeps what training allocated); "
+                       "units run side by side need the sum.")]
     lines += [""] + [f"![{i}](ablation_v2/{i})" for i in images] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
 

@@ -175,7 +175,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert "ssb_lr vs sft: +50.0 points" in md and "ssb_lr is better than plain SFT" in md
     assert "| ssb_lr vs ssb | [0, 1] | 60 | 100.0 | 50.0 | +50.0 |" in md
     assert res["peak_rss_mb"] == {"train_peak_rss_mb": 3072.0, "eval_peak_rss_mb": 1536.0, "units": 6}
-    assert "max over the 6 unit(s) that record it): training 3.0 GiB, eval 1.5 GiB" in md
+    assert "max over the 6 unit(s) that record it): during training 3.0 GiB, during eval 1.5 GiB" in md
     for png in ("accuracy.png", "lambda.png", "losses.png"):
         assert (tmp_path / "out" / "ablation_v2" / png).stat().st_size > 1000
 
