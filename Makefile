@@ -45,7 +45,8 @@ bench: install
 # The ablation in the paper's regime (benchmarks/ablation_v2.py): 7 trained arms × 2 seeds + base on the checked base
 # set of the real long-CoT data, full BFCL simple_python + multiple (600), paired comparison with SFT. Resumable and
 # committed: every finished (arm, seed) is a JSON file in benchmarks/results/ablation_v2/units/ (with a hash of its
-# config); rerunning skips the files present, so each session adds units and commits them (stop any time). Units run
+# config); rerunning skips the files present, so each session adds units and commits them (stop any time; a unit
+# stopped during eval resumes from its saved weights and eval journal in outputs/ablation_v2/<unit>/). Units run
 # seed-major. Settings chosen for 2 CPU cores (2026-11-22 measurements, see results/ablation_v2.md): one epoch
 # (56 steps of 4), bf16 autocast training and bf16 decoding (AMX), eval batch 16, multi_turn_base off (its cost
 # for long-CoT models is far beyond a CPU session). Measured: 51-65 min per trained unit on 2 cores (~16 min

@@ -26,7 +26,9 @@ Eval: BFCL simple_python + multiple (all 600 unless --limit), greedy, --prompt-s
 Every (arm, seed) result is cached in <units>/<arm>-s<seed>.json (--units, default <work>/units; `make ablation`
 keeps them in benchmarks/results/ablation_v2/units, committed, so sessions add to one experiment) with a hash of its
 config (data fingerprint, step plan, λ settings, HDR settings, eval settings, --bf16), and reused only for the same
-config; the hash does not cover the code, so after a change that alters results use a new --units folder. Units run
+config; the hash does not cover the code, so after a change that alters results use a new --units folder. A unit
+killed during eval resumes: after training it saves its weights and training record in <work>/<unit>/trained/, and
+its eval journals each finished batch (`evaluate_bfcl(resume=True)`). Units run
 seed-major (every arm on the first seed, then the next seed). The report
 (<out>/ablation_v2.md/.json + plots) is built from the cache: pooled accuracy with 95% CIs, every trained arm vs SFT
 as a paired comparison (item bootstrap, McNemar).
@@ -52,11 +54,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ablation import StepTimer, machine, plan_steps
 from paired_stats import accuracy_ci, paired_bootstrap
-from unit_cache import UnitCache
+from unit_cache import UnitCache, config_hash
 
 MODEL = "smollm2-135m-instruct"
 CATEGORIES = ["simple_python", "multiple"]
 MULTI_TURN = "multi_turn_base"
+# per unit work folder: the trained weights and their record (a unit killed during eval resumes from them)
+TRAINED_DIR, TRAINED_RECORD = "trained", "train_result.json"
 # arm -> (trained, ssb, λ: "paper" | "lr" | "lo" | "hi" | None, hdr)
 ARMS = {
     "base": (False, None, None, False),
@@ -291,11 +295,16 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
     out = {"samples": {}, "accuracy": {}}
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
+        # resume: every finished batch is journaled, so a unit killed mid-eval goes on from its last batch
         report = evaluate_bfcl(name, categories=CATEGORIES, output_dir=work / "bfcl", limit=opts.limit or None,
                                model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
-                               batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc")
-        out["eval_seconds"] = time.perf_counter() - t0
-        out["eval_cpu_seconds"] = time.process_time() - c0
+                               batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc", resume=True)
+        journal = report["journal"]
+        # replayed batches count at the time they took when generated (by the attempt that was killed)
+        out["eval_replayed_batches"] = journal["replayed_batches"]
+        out["eval_replayed_seconds"] = journal["replayed_seconds"]
+        out["eval_seconds"] = time.perf_counter() - t0 + journal["replayed_seconds"]
+        out["eval_cpu_seconds"] = time.process_time() - c0 + journal["replayed_cpu_seconds"]
         out["generation_seconds"] = report.get("generation_seconds")
         rows = {c: read_samples(work / "bfcl", c) for c in CATEGORIES}
         for c in CATEGORIES:
@@ -309,7 +318,7 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
             t1 = time.perf_counter()
             evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
                           model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
-                          batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc")
+                          batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc", resume=True)
             out["samples"][MULTI_TURN] = per_sample(read_entries(work / "bfcl_mt", MULTI_TURN))
             out["multi_turn_seconds"] = time.perf_counter() - t1
         else:
@@ -339,79 +348,144 @@ def peak_rss_mb(reset: bool = False) -> float | None:
     return None
 
 
-def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Path) -> dict:
+def save_trained(model, result: dict, key: str, folder: Path) -> None:
+    """The unit's trained weights and its training record, so a unit killed during eval resumes there instead of
+    training again. The record is written last (atomically): present means the weights beside it are complete."""
+    from balancetrl.data.io import atomic_write
+    from balancetrl.generation import weights_fingerprint
+
+    model.save_pretrained(folder)
+    record = {"config_hash": key, "weights": weights_fingerprint(model), "result": result}
+    with atomic_write(folder / TRAINED_RECORD) as f:
+        json.dump(record, f, indent=1, default=str)
+
+
+def load_trained(folder: Path, key: str):
+    """(model, training record) saved by `save_trained` for this unit config, or None (absent, or another config's).
+    The weights must hash to what was saved: anything else is refused, not evaluated."""
+    from balancetrl.generation import weights_fingerprint
+    from balancetrl.models import load_model
+
+    path = folder / TRAINED_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("config_hash") != key:
+        return None
+    model = load_model(str(folder), dtype="float32")
+    if weights_fingerprint(model) != record["weights"]:
+        raise RuntimeError(f"{folder}: the saved weights do not hash to what its {TRAINED_RECORD} recorded; delete "
+                           f"{folder} to train this unit again")
+    return model, record["result"]
+
+
+def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Path, key: str = "") -> dict:
+    """Train (trained arms) and evaluate one unit in `work`. `key` (the unit's config hash) lets a unit killed
+    after training resume from its saved weights (`work/trained`) and its eval journal (`work/bfcl`)."""
     from transformers import set_seed
 
-    from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
-    from balancetrl.data.training import to_training_dataset
-    from balancetrl.models import load_model_and_tokenizer
+    from balancetrl.eval.runner import JOURNAL_FILE
+    from balancetrl.models import load_model_and_tokenizer, load_tokenizer
 
-    trained, ssb, _, hdr = ARMS[arm]
+    trained, *_ = ARMS[arm]
     t_start = time.perf_counter()
     set_seed(seed if seed is not None else 0)
     peak_rss_mb(reset=True)
-    model, tokenizer = load_model_and_tokenizer(MODEL)
+    saved = load_trained(work / TRAINED_DIR, key) if trained and key else None
+    if saved is not None:
+        model, train_result = saved
+        tokenizer = load_tokenizer(MODEL)
+        model.to(opts.device)
+        print(f"   resuming after training: weights from {work / TRAINED_DIR}", flush=True)
+    else:
+        model, tokenizer = load_model_and_tokenizer(MODEL)
     # the load average says how much other work shared the cores: timings under load are not the machine's speed
     result: dict = {"arm": arm, "seed": seed, "loadavg_start": os.getloadavg()}
-    if trained:
-        lam = lambda_settings(arm, opts, data["info"]["alpha_supervised"])
-        args = BalanceSFTConfig(
-            output_dir=str(work / "trainer"), report_to=[], use_cpu=opts.device == "cpu", seed=seed, data_seed=seed,
-            per_device_train_batch_size=opts.batch, gradient_accumulation_steps=1, learning_rate=opts.lr,
-            lr_scheduler_type="cosine", warmup_steps=0.05, max_length=opts.max_length, logging_steps=1,
-            gradient_checkpointing=False, save_strategy="no", eval_strategy="no", disable_tqdm=not opts.progress,
-            dataloader_num_workers=0, max_steps=-1 if hdr else plan["total_steps"], num_train_epochs=1,
-            ssb=bool(ssb), bf16=opts.bf16, **lam,
-        )
-        timer = StepTimer()
-        callbacks = [timer]
-        if hdr:
-            callbacks.append(HDRCallback(HDRConfig(
-                cold_start_epochs=plan["cold_start_epochs"], max_rounds=opts.hdr_rounds, epochs_per_round=1,
-                round_size=plan["round_size"], replay_ratio=0.5, num_generations=opts.num_generations,
-                temperature=0.7, max_new_tokens=opts.hdr_max_new_tokens, generation_batch_size=opts.gen_batch,
-                judges=[]), hard_set=data["hard"]))
-        base = data["base"][: plan["base_used"]]
-        trainer = BalanceSFTTrainer(model=model, args=args, train_dataset=to_training_dataset(base),
-                                    processing_class=tokenizer, callbacks=callbacks)
-        t0, c0 = time.perf_counter(), time.process_time()
-        trainer.train()
-        train_cpu = time.process_time() - c0
-        hist = trainer.state.log_history
-        result.update({
-            "global_step": trainer.state.global_step, "planned_steps": plan["total_steps"],
-            "train_seconds": time.perf_counter() - t0,
-            # CPU seconds of this process (all threads): unlike wall time, not inflated by other jobs on the cores
-            "train_cpu_seconds": train_cpu, "step_cpu_seconds": train_cpu / max(trainer.state.global_step, 1),
-            "step_seconds": timer.step_seconds,
-            "step_seconds_median": statistics.median(timer.step_seconds) if timer.step_seconds else None,
-            "log": [{k: h[k] for k in ("step", "ssb/lambda", "ssb/loss_cot", "ssb/loss_call", "ssb/tokens_cot",
-                                       "ssb/tokens_call", "loss") if k in h} for h in hist if "ssb/loss_cot" in h],
-            "final_lambda": trainer.ssb_lambda,
-        })
-        if hdr:
-            path = Path(args.output_dir) / "hdr" / "summary.json"
-            summary = json.loads(path.read_text()) if path.exists() else {}
-            result["hdr"] = {k: summary.get(k) for k in ("initial_hard", "accepted_total", "hard_remaining")}
-            result["hdr"]["rounds"] = [{k: r.get(k) for k in ("round", "generated", "gate_rejected", "accepted")}
-                                       for r in summary.get("rounds", [])]
-        if trainer.state.global_step != plan["total_steps"]:
-            raise RuntimeError(f"{arm} seed {seed}: trained {trainer.state.global_step} steps, planned "
-                               f"{plan['total_steps']}: the arms would not be comparable")
-        model = trainer.model
-        del trainer
-        # two units side by side need twice this: the memory check of running them in parallel
-        result["train_peak_rss_mb"] = peak_rss_mb()
+    if saved is not None:
+        result.update(train_result)
+        result["resumed"] = {"train": True}
+    elif trained:
+        model, train_result = train_unit(arm, seed, model, tokenizer, opts, data, plan, work)
+        train_result["train_wall_seconds"] = time.perf_counter() - t_start
+        result.update(train_result)
+        # new weights: a journal of an earlier attempt belongs to other weights (the journal would refuse it)
+        for folder in ("bfcl", "bfcl_mt"):
+            (work / folder / JOURNAL_FILE).unlink(missing_ok=True)
+        if key:
+            save_trained(model, result, key, work / TRAINED_DIR)
         peak_rss_mb(reset=True)
     else:
         model.to(opts.device)  # the trainer placed the trained arms' models
+    t_eval = time.perf_counter()
     result.update(evaluate(model, tokenizer, f"{MODEL}:{arm}:s{seed}", work, opts))
     result["eval_peak_rss_mb"] = peak_rss_mb()
-    result["wall_seconds"] = time.perf_counter() - t_start
+    # a resumed unit: its training and its eval batches replayed from the journal count at their recorded time
+    result["wall_seconds"] = ((result.get("train_wall_seconds", 0.0) if saved is not None else t_eval - t_start)
+                              + time.perf_counter() - t_eval + result.get("eval_replayed_seconds", 0.0))
+    if result.get("eval_replayed_batches"):
+        result.setdefault("resumed", {})["eval_batches_replayed"] = result["eval_replayed_batches"]
     result["loadavg_end"] = os.getloadavg()
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     result["machine"] = machine()
     return result
+
+
+def train_unit(arm: str, seed: int | None, model, tokenizer, opts, data: dict, plan: dict, work: Path):
+    """Train `model` as `arm`: (trained model, training record: steps, timings, λ/loss log, HDR rounds, peak memory)."""
+    from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
+    from balancetrl.data.training import to_training_dataset
+
+    _, ssb, _, hdr = ARMS[arm]
+    result: dict = {}
+    lam = lambda_settings(arm, opts, data["info"]["alpha_supervised"])
+    args = BalanceSFTConfig(
+        output_dir=str(work / "trainer"), report_to=[], use_cpu=opts.device == "cpu", seed=seed, data_seed=seed,
+        per_device_train_batch_size=opts.batch, gradient_accumulation_steps=1, learning_rate=opts.lr,
+        lr_scheduler_type="cosine", warmup_steps=0.05, max_length=opts.max_length, logging_steps=1,
+        gradient_checkpointing=False, save_strategy="no", eval_strategy="no", disable_tqdm=not opts.progress,
+        dataloader_num_workers=0, max_steps=-1 if hdr else plan["total_steps"], num_train_epochs=1,
+        ssb=bool(ssb), bf16=opts.bf16, **lam,
+    )
+    timer = StepTimer()
+    callbacks = [timer]
+    if hdr:
+        callbacks.append(HDRCallback(HDRConfig(
+            cold_start_epochs=plan["cold_start_epochs"], max_rounds=opts.hdr_rounds, epochs_per_round=1,
+            round_size=plan["round_size"], replay_ratio=0.5, num_generations=opts.num_generations,
+            temperature=0.7, max_new_tokens=opts.hdr_max_new_tokens, generation_batch_size=opts.gen_batch,
+            judges=[]), hard_set=data["hard"]))
+    base = data["base"][: plan["base_used"]]
+    trainer = BalanceSFTTrainer(model=model, args=args, train_dataset=to_training_dataset(base),
+                                processing_class=tokenizer, callbacks=callbacks)
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.train()
+    train_cpu = time.process_time() - c0
+    hist = trainer.state.log_history
+    result.update({
+        "global_step": trainer.state.global_step, "planned_steps": plan["total_steps"],
+        "train_seconds": time.perf_counter() - t0,
+        # CPU seconds of this process (all threads): unlike wall time, not inflated by other jobs on the cores
+        "train_cpu_seconds": train_cpu, "step_cpu_seconds": train_cpu / max(trainer.state.global_step, 1),
+        "step_seconds": timer.step_seconds,
+        "step_seconds_median": statistics.median(timer.step_seconds) if timer.step_seconds else None,
+        "log": [{k: h[k] for k in ("step", "ssb/lambda", "ssb/loss_cot", "ssb/loss_call", "ssb/tokens_cot",
+                                   "ssb/tokens_call", "loss") if k in h} for h in hist if "ssb/loss_cot" in h],
+        "final_lambda": trainer.ssb_lambda,
+    })
+    if hdr:
+        path = Path(args.output_dir) / "hdr" / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        result["hdr"] = {k: summary.get(k) for k in ("initial_hard", "accepted_total", "hard_remaining")}
+        result["hdr"]["rounds"] = [{k: r.get(k) for k in ("round", "generated", "gate_rejected", "accepted")}
+                                   for r in summary.get("rounds", [])]
+    if trainer.state.global_step != plan["total_steps"]:
+        raise RuntimeError(f"{arm} seed {seed}: trained {trainer.state.global_step} steps, planned "
+                           f"{plan['total_steps']}: the arms would not be comparable")
+    model = trainer.model
+    del trainer
+    # two units side by side need twice this: the memory check of running them in parallel
+    result["train_peak_rss_mb"] = peak_rss_mb()
+    return model, result
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -842,7 +916,7 @@ def main(argv=None):
         if opts.max_units and ran >= opts.max_units:
             break
         print(f"== {name}" + (" (stale cache: config changed)" if cache.stale(name, configs[name]) else ""), flush=True)
-        result = run_unit(arm, seed, opts, data, plan, work / name)
+        result = run_unit(arm, seed, opts, data, plan, work / name, key=config_hash(configs[name]))
         cache.save(name, configs[name], result)
         ran += 1
         print(json.dumps({k: result.get(k) for k in ("accuracy", "global_step", "step_seconds_median",

@@ -1,4 +1,5 @@
-"""The ablation runner's statistics, unit cache and resume logic (fast: no model is loaded or trained)."""
+"""The ablation runner's statistics, unit cache and resume logic (fast: no real model is loaded; one test trains
+the in-process tiny model)."""
 
 import json
 import math
@@ -126,7 +127,8 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     data_file.write_text("{}\n")
     calls = []
 
-    def fake_run_unit(arm, seed, opts, data, plan, work):
+    def fake_run_unit(arm, seed, opts, data, plan, work, key=""):
+        assert len(key) == 16 and set(key) <= set("0123456789abcdef")  # the unit's config hash (keys saved weights)
         calls.append((arm, seed))
         sp, mu = fake_vector(arm, seed, N_SP), fake_vector(arm, seed, N_MU)
         trained = ablation_v2.ARMS[arm][0]
@@ -188,7 +190,7 @@ def test_estimate_counts_the_measured_hdr_rounds(tmp_path, monkeypatch):
     data_file = tmp_path / "data.jsonl"
     data_file.write_text("{}\n")
 
-    def fake_run_unit(arm, seed, opts, data, plan, work):
+    def fake_run_unit(arm, seed, opts, data, plan, work, key=""):
         steps = [2.0] * plan["total_steps"]
         # an HDR unit trains 300 s beyond its steps (its regeneration round); a plain one 5 s (setup)
         extra = 300.0 if ablation_v2.ARMS[arm][3] else 5.0
@@ -219,7 +221,7 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     data_file.write_text("{}\n")
     calls, seen_opts = [], []
 
-    def fake_run_unit(arm, seed, opts, data, plan, work):
+    def fake_run_unit(arm, seed, opts, data, plan, work, key=""):
         calls.append((arm, seed))
         seen_opts.append(opts.bf16)
         return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
@@ -251,6 +253,70 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     ablation_v2.main([*argv, "--bf16", "--device", "cuda"])  # a GPU's numbers never stand in for the CPU units
     assert calls[4:] == [("base", None), ("sft", 0)]
     assert json.loads((units / "sft-s0.json").read_text())["config"]["device"] == "cuda"
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, monkeypatch, tokenizer, conversations):
+    """Train and evaluate one unit on the tiny model; kill a second attempt after its first eval batch; the third
+    attempt loads the saved weights (no training) and replays that batch: same weights and verdicts as the clean run."""
+    pytest.importorskip("bfcl_eval")
+    import balancetrl.models as models
+    from balancetrl.generation import TransformersGeneration
+    from conftest import build_tiny_model
+
+    monkeypatch.setattr(models, "load_model_and_tokenizer", lambda spec: (build_tiny_model(tokenizer), tokenizer))
+    monkeypatch.setattr(models, "load_tokenizer", lambda spec: tokenizer)
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    opts = ablation_v2.parse_args(["--data", str(data_file), "--limit", "3", "--max-new-tokens", "6", "--batch", "2",
+                                   "--eval-batch", "2", "--multi-turn-limit", "0", "--max-length", "512"])
+    data = {"base": conversations, "hard": [], "info": {"alpha_supervised": 0.8}}
+    plan = {"total_steps": 2, "base_used": 4}
+
+    clean = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k1")
+    assert clean["global_step"] == 2 and "resumed" not in clean and clean["eval_replayed_batches"] == 0
+    assert clean["eval_samples"] == 6
+
+    generate, generated = TransformersGeneration._generate_batch, []
+
+    def killed_after_one(self, *args, **kwargs):
+        if generated:
+            raise Killed
+        generated.append(1)
+        return generate(self, *args, **kwargs)
+
+    work = tmp_path / "unit"
+    monkeypatch.setattr(TransformersGeneration, "_generate_batch", killed_after_one)
+    with pytest.raises(Killed):
+        ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k1")
+    monkeypatch.setattr(TransformersGeneration, "_generate_batch", generate)
+    record = json.loads((work / "trained" / "train_result.json").read_text())
+    assert record["weights"] == json.loads((tmp_path / "clean/trained/train_result.json").read_text())["weights"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the unit trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ablation_v2, "train_unit", no_training)
+        resumed = ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k1")
+    assert resumed["resumed"] == {"train": True, "eval_batches_replayed": 1}
+    assert resumed["samples"] == clean["samples"] and resumed["accuracy"] == clean["accuracy"]
+    assert resumed["log"] == clean["log"] and resumed["final_lambda"] == clean["final_lambda"]
+    assert resumed["step_seconds"] == record["result"]["step_seconds"]  # the training record, not new timings
+    assert resumed["eval_seconds"] >= resumed["eval_replayed_seconds"] > 0
+
+    # Another config's weights are not resumed: the unit trains again and drops the old journal.
+    assert ablation_v2.load_trained(work / "trained", "k2") is None
+    again = ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k2")
+    assert "resumed" not in again and again["eval_replayed_batches"] == 0 and again["samples"] == clean["samples"]
+    # Weights that do not hash to their record are refused with the fix.
+    record = json.loads((work / "trained" / "train_result.json").read_text())
+    (work / "trained" / "train_result.json").write_text(json.dumps({**record, "weights": "0" * 64}))
+    with pytest.raises(RuntimeError, match="delete .*trained to train this unit again"):
+        ablation_v2.load_trained(work / "trained", "k2")
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="VmHWM reset is Linux-only")

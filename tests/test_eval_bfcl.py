@@ -229,6 +229,17 @@ def test_eval_command_tiny_model_quick(tiny_model_dir, tmp_path, capsys):
     for row in report["categories"]:
         assert theirs[row["category"]]["correct_count"] == row["correct"]
 
+    # --resume: the first run journals its one batch, the second replays it (generates nothing), same verdicts
+    for replayed in (0, 1):
+        assert _run_cli([
+            "eval", "--model", str(tiny_model_dir), "--categories", "simple_python", "irrelevance", "--limit", "1",
+            "--max-new-tokens", "4", "--output-dir", str(tmp_path / "resumed"), "--no-progress", "--resume",
+        ]) == 0
+        again = json.loads((tmp_path / "resumed" / "results.json").read_text())
+        assert (again["journal"]["replayed_batches"], again["journal"]["generated_batches"]) == (replayed, 1 - replayed)
+        assert [(r["category"], r["correct"]) for r in again["categories"]] == [
+            (r["category"], r["correct"]) for r in report["categories"]]
+
 
 @pytest.mark.slow
 def test_eval_command_tiny_model_end_to_end(tiny_model_dir, tmp_path, capsys):

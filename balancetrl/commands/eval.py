@@ -47,6 +47,12 @@ class EvalCommand(Command):
             "--check-with-bfcl", action="store_true",
             help="also re-score the written result files with bfcl's own `evaluate` entry and compare",
         )
+        p.add_argument(
+            "--resume", action="store_true",
+            help="record each finished generation batch in <output-dir>/generation_journal.jsonl and replay the "
+            "batches already there: a killed run started again with --resume continues where it stopped (transformers "
+            "backend; refused when the journal was written by other weights)",
+        )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def run(self, args: Namespace, context: CommandContext) -> int:
@@ -59,7 +65,7 @@ class EvalCommand(Command):
             args.model, args.categories, output_dir=args.output_dir, limit=args.limit,
             backend=args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             chat_template=args.chat_template, dtype=args.dtype, check_with_bfcl=args.check_with_bfcl,
-            progress=not args.no_progress, prompt_style=args.prompt_style,
+            progress=not args.no_progress, prompt_style=args.prompt_style, resume=args.resume,
         )
         print(to_markdown(result))
         print(f"Saved {args.output_dir}/results.json and results.md")

@@ -6,6 +6,8 @@ Output directory layout:
     bfcl_result/<model>/<group>/BFCL_v4_<category>_result.json
                                        bfcl's result-file format: `bfcl evaluate` can re-score it
     samples/<category>.jsonl           single-turn, per sample: prompt, raw output, reasoning, verdict
+    generation_journal.jsonl           with resume=True: every finished generation batch (replayed by the next
+                                       resumed run on the same weights)
     entries/<category>/<id>.json       multi-turn, per entry: each turn's query and steps (raw output, parsed calls,
                                        guard rejection, executed calls, tool results) and bfcl's checker verdict
 """
@@ -17,8 +19,16 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..generation import OfflineVLLM, TransformersGeneration, tokenize_prompt_texts
+from ..generation import (
+    GenerationJournal,
+    OfflineVLLM,
+    TransformersGeneration,
+    tokenize_prompt_texts,
+    weights_fingerprint,
+)
 from . import bfcl, report
+
+JOURNAL_FILE = "generation_journal.jsonl"
 
 
 def _load(model_spec: str, chat_template: str, dtype: str, backend: str):
@@ -55,6 +65,7 @@ def evaluate_bfcl(
     model=None,
     tokenizer=None,
     prompt_style: str = "prompt",
+    resume: bool = False,
 ) -> dict:
     """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
 
@@ -62,11 +73,18 @@ def evaluate_bfcl(
     only names the run. `check_with_bfcl` re-scores the written result files with bfcl's own
     `evaluate` entry and records whether both agree per category. `batch_size` is the transformers backend's
     generation batch and, in multi-turn, the number of entries in flight (their steps batched; both backends).
+    `resume` keeps `output_dir/generation_journal.jsonl` (transformers backend): each generation batch is recorded as
+    it finishes, and a run started again on the same weights (checked by a fingerprint of every tensor) replays the
+    recorded batches and generates only the rest; scoring (and multi-turn tool execution) reruns in full. Generation
+    timings (`generation_seconds`, latencies) count a replayed batch at the time it took when generated.
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
     if backend not in ("transformers", "vllm"):
         raise ValueError(f"backend must be 'transformers' or 'vllm', got {backend!r}")
+    if resume and backend != "transformers":
+        raise ValueError("resume keeps a journal of transformers-backend batches; the vLLM backend generates every "
+                         "prompt in one call, so it has no finished batches to resume from: run it without resume")
     output_dir = Path(output_dir)
     cats = bfcl.resolve_categories(list(categories or bfcl.DEFAULT_CATEGORIES))
     if tokenizer is None or (model is None and backend == "transformers"):
@@ -79,8 +97,11 @@ def evaluate_bfcl(
 
         check_template_renders_tools(tokenizer)  # before any single-turn work is spent
 
+    journal = None
+    if resume:
+        journal = GenerationJournal(output_dir / JOURNAL_FILE, weights_fingerprint(model))
     if backend == "transformers":
-        engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True)
+        engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal)
     else:
         engine = _offline_vllm(model_spec, tokenizer, dtype)
 
@@ -112,6 +133,8 @@ def evaluate_bfcl(
         "overall": report.overall(rows),
         "bfcl_result_dir": str(result_dir),
     }
+    if journal is not None:
+        out["journal"] = journal.summary()
     if check_with_bfcl:
         from .multi_turn import fresh_environments
 
@@ -140,9 +163,12 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     items = {c: bfcl.load_category(c, limit) for c in cats}
     flat = [(c, i) for c in cats for i in range(len(items[c]))]
     prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
+    journal = getattr(engine, "journal", None)
+    replayed_before = journal.replayed["seconds"] if journal else 0.0
     started = time.perf_counter()
     gens = [row[0] for row in engine.complete(tokenize_prompt_texts(tokenizer, prompts), max_new_tokens=max_new_tokens)]
-    seconds = time.perf_counter() - started
+    # a replayed batch counts at the time it took when it was generated
+    seconds = time.perf_counter() - started + (journal.replayed["seconds"] - replayed_before if journal else 0.0)
 
     by_cat: dict[str, list] = {c: [] for c in cats}
     for (c, i), prompt, g in zip(flat, prompts, gens):

@@ -7,6 +7,8 @@ TRL keeps ``trl/generation/`` for all its trainers.
 - ``vllm_backend``: ``VLLMBackend`` over TRL's ``VLLMGeneration`` (training-time, weight sync) and ``OfflineVLLM``
   (scoring a saved model).
 - ``decoding``: stop tokens and ids → text.
+- ``journal``: ``GenerationJournal``, finished greedy batches on disk, so a killed run resumes (``weights_fingerprint``
+  ties a journal to the weights that wrote it).
 - ``parse_assistant_output`` (from ``balancetrl.data.calls``, where the dataset checks use it too): the one parser
   that turns an output into reasoning + calls + content, so an output is read the same way in training and scoring.
 """
@@ -30,6 +32,7 @@ from .decoding import (
     decode_completion,
     stop_token_ids,
 )
+from .journal import GenerationJournal, weights_fingerprint
 from .prompts import render_prompt_texts, render_prompts, tokenize_prompt_texts
 from .transformers_backend import TransformersGeneration
 from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan
@@ -51,8 +54,9 @@ def make_generation_backend(name: str, **kwargs) -> GenerationBackend:
 
 
 __all__ = [
-    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "OfflineVLLM", "Tools",
+    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "GenerationJournal",
+    "OfflineVLLM", "Tools",
     "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
     "make_generation_backend", "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
-    "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan",
+    "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
 ]

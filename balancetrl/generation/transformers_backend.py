@@ -19,6 +19,7 @@ from .base import (
     shard_bounds,
 )
 from .decoding import completion_length, decode_completion, stop_token_ids
+from .journal import GenerationJournal
 from .prompts import render_prompts
 
 
@@ -33,7 +34,9 @@ class TransformersGeneration:
     Collective under multiple processes: every rank passes the same full list, works on its contiguous shard and
     gets the full result back in input order. ``progress`` names the progress bar shown on the main process
     (``None``: no bar). ``sort_by_length`` batches prompts of similar length together (less padding); it changes
-    which prompts share a batch, hence sampled texts, so HDR keeps input order.
+    which prompts share a batch, hence sampled texts, so HDR keeps input order. ``journal`` (a
+    ``GenerationJournal``, greedy and one process only) replays the batches it holds and records each new one as it
+    finishes: a killed run resumes at the batch it was in.
     """
 
     def __init__(
@@ -48,9 +51,12 @@ class TransformersGeneration:
         top_k: int = 0,
         progress: str | None = None,
         sort_by_length: bool = False,
+        journal: GenerationJournal | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if journal is not None and accelerator is not None and accelerator.num_processes > 1:
+            raise ValueError("a generation journal records one process's batches; resume with a single process")
         self.model = model
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         self.accelerator = accelerator
@@ -61,6 +67,7 @@ class TransformersGeneration:
         self.top_k = top_k
         self.progress = progress
         self.sort_by_length = sort_by_length
+        self.journal = journal
 
     def _unwrapped(self):
         if self.accelerator is None:
@@ -121,6 +128,11 @@ class TransformersGeneration:
         return gather(self.accelerator, local)
 
     def _complete(self, prompt_ids, num_generations, temperature, max_new_tokens, seed) -> list[list[Completion]]:
+        if self.journal is not None and temperature > 0:
+            raise ValueError(
+                "a generation journal replays greedy batches only (temperature=0): a sampled batch depends on the "
+                "RNG state the batches before it left; generate without the journal"
+            )
         order = list(range(len(prompt_ids)))
         if self.sort_by_length:
             order.sort(key=lambda i: len(prompt_ids[i]))
@@ -135,7 +147,7 @@ class TransformersGeneration:
                 with seeded(seed, device):
                     for i in range(0, len(order), self.batch_size):
                         idx = order[i : i + self.batch_size]
-                        rows = self._generate_batch(
+                        rows = self._journaled_batch(
                             model, [prompt_ids[j] for j in idx], device, num_generations, temperature, max_new_tokens
                         )
                         for j, row in zip(idx, rows):
@@ -145,6 +157,20 @@ class TransformersGeneration:
                 bar.close()
                 model.train(was_training)
         return out  # type: ignore[return-value]
+
+    def _journaled_batch(self, model, batch, device, num_generations, temperature, max_new_tokens):
+        """The batch's completions: replayed from the journal when it holds them, else generated (and recorded)."""
+        if self.journal is None:
+            return self._generate_batch(model, batch, device, num_generations, temperature, max_new_tokens)
+        key = self.journal.key(batch, num_generations=num_generations, max_new_tokens=max_new_tokens,
+                               device=str(device), stop=stop_token_ids(self.tokenizer, model),
+                               pad=self.tokenizer.pad_token_id)
+        rows = self.journal.get(key)
+        if rows is None:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            rows = self._generate_batch(model, batch, device, num_generations, temperature, max_new_tokens)
+            self.journal.put(key, rows, time.perf_counter() - started, time.process_time() - cpu_started)
+        return rows
 
     def _generate_batch(self, model, batch, device, num_generations, temperature, max_new_tokens):
         stop_ids = stop_token_ids(self.tokenizer, model)
