@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -61,6 +62,8 @@ CATEGORIES = ["simple_python", "multiple"]
 MULTI_TURN = "multi_turn_base"
 # per unit work folder: the trained weights and their record (a unit killed during eval resumes from them)
 TRAINED_DIR, TRAINED_RECORD = "trained", "train_result.json"
+WORK_KEY_FILE = "unit_key.txt"  # the unit config (and --units folder) a work folder's saved state belongs to
+EVAL_FOLDERS = ("bfcl", "bfcl_mt")  # evaluate_bfcl output dirs (single-turn, multi_turn_base), each with a journal
 # arm -> (trained, ssb, λ: "paper" | "lr" | "lo" | "hi" | None, hdr)
 ARMS = {
     "base": (False, None, None, False),
@@ -316,11 +319,12 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
         ok, why = multi_turn_supported()
         if opts.multi_turn_limit and ok:
             t1 = time.perf_counter()
-            evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
+            mt = evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
                           model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
                           batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc", resume=True)
             out["samples"][MULTI_TURN] = per_sample(read_entries(work / "bfcl_mt", MULTI_TURN))
-            out["multi_turn_seconds"] = time.perf_counter() - t1
+            out["multi_turn_replayed_seconds"] = mt["journal"]["replayed_seconds"]
+            out["multi_turn_seconds"] = time.perf_counter() - t1 + out["multi_turn_replayed_seconds"]
         else:
             out["multi_turn_note"] = "not requested (--multi-turn-limit 0)" if not opts.multi_turn_limit else why
     n = sum(len(out["samples"][c]) for c in CATEGORIES)
@@ -354,6 +358,7 @@ def save_trained(model, result: dict, key: str, folder: Path) -> None:
     from balancetrl.data.io import atomic_write
     from balancetrl.generation import weights_fingerprint
 
+    (folder / TRAINED_RECORD).unlink(missing_ok=True)  # never an old record beside new weights
     model.save_pretrained(folder)
     record = {"config_hash": key, "weights": weights_fingerprint(model), "result": result}
     with atomic_write(folder / TRAINED_RECORD) as f:
@@ -379,9 +384,35 @@ def load_trained(folder: Path, key: str):
     return model, record["result"]
 
 
+def claim_work(work: Path, key: str) -> None:
+    """`work` holds what one unit config left (saved weights, eval journals): under another key (a changed setting,
+    another --units folder) it is cleared before the unit runs, so nothing of another config is replayed."""
+    from balancetrl.eval.runner import JOURNAL_FILE
+
+    marker = work / WORK_KEY_FILE
+    if marker.is_file() and marker.read_text().strip() == key:
+        return
+    shutil.rmtree(work / TRAINED_DIR, ignore_errors=True)
+    for folder in EVAL_FOLDERS:
+        (work / folder / JOURNAL_FILE).unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
+
+
+def release_work(work: Path) -> None:
+    """After the unit's result is cached: its saved weights and journals have served (a deleted unit file reruns
+    the unit rather than replaying it)."""
+    from balancetrl.eval.runner import JOURNAL_FILE
+
+    shutil.rmtree(work / TRAINED_DIR, ignore_errors=True)
+    for folder in EVAL_FOLDERS:
+        (work / folder / JOURNAL_FILE).unlink(missing_ok=True)
+    (work / WORK_KEY_FILE).unlink(missing_ok=True)
+
+
 def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Path, key: str = "") -> dict:
-    """Train (trained arms) and evaluate one unit in `work`. `key` (the unit's config hash) lets a unit killed
-    after training resume from its saved weights (`work/trained`) and its eval journal (`work/bfcl`)."""
+    """Train (trained arms) and evaluate one unit in `work`. `key` (a hash of the unit's config and --units folder)
+    lets a unit killed after training resume from its saved weights (`work/trained`) and eval journal (`work/bfcl`)."""
     from transformers import set_seed
 
     from balancetrl.eval.runner import JOURNAL_FILE
@@ -391,6 +422,8 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
     t_start = time.perf_counter()
     set_seed(seed if seed is not None else 0)
     peak_rss_mb(reset=True)
+    if key:
+        claim_work(work, key)
     saved = load_trained(work / TRAINED_DIR, key) if trained and key else None
     if saved is not None:
         model, train_result = saved
@@ -402,26 +435,30 @@ def run_unit(arm: str, seed: int | None, opts, data: dict, plan: dict, work: Pat
     # the load average says how much other work shared the cores: timings under load are not the machine's speed
     result: dict = {"arm": arm, "seed": seed, "loadavg_start": os.getloadavg()}
     if saved is not None:
-        result.update(train_result)
+        # the training attempt's record; this attempt's load average stays (it is the eval's)
+        result.update({k: v for k, v in train_result.items() if k != "loadavg_start"})
+        result["train_loadavg_start"] = train_result.get("loadavg_start")
         result["resumed"] = {"train": True}
     elif trained:
         model, train_result = train_unit(arm, seed, model, tokenizer, opts, data, plan, work)
         train_result["train_wall_seconds"] = time.perf_counter() - t_start
         result.update(train_result)
         # new weights: a journal of an earlier attempt belongs to other weights (the journal would refuse it)
-        for folder in ("bfcl", "bfcl_mt"):
+        for folder in EVAL_FOLDERS:
             (work / folder / JOURNAL_FILE).unlink(missing_ok=True)
         if key:
+            t_save = time.perf_counter()
             save_trained(model, result, key, work / TRAINED_DIR)
+            result["save_seconds"] = time.perf_counter() - t_save  # outside wall_seconds, as for the older units
         peak_rss_mb(reset=True)
     else:
         model.to(opts.device)  # the trainer placed the trained arms' models
     t_eval = time.perf_counter()
     result.update(evaluate(model, tokenizer, f"{MODEL}:{arm}:s{seed}", work, opts))
     result["eval_peak_rss_mb"] = peak_rss_mb()
-    # a resumed unit: its training and its eval batches replayed from the journal count at their recorded time
-    result["wall_seconds"] = ((result.get("train_wall_seconds", 0.0) if saved is not None else t_eval - t_start)
-                              + time.perf_counter() - t_eval + result.get("eval_replayed_seconds", 0.0))
+    # training (as recorded when it ran) + eval; batches replayed from a journal count at their recorded time
+    result["wall_seconds"] = (result.get("train_wall_seconds", t_eval - t_start) + time.perf_counter() - t_eval
+                              + result.get("eval_replayed_seconds", 0.0) + result.get("multi_turn_replayed_seconds", 0.0))
     if result.get("eval_replayed_batches"):
         result.setdefault("resumed", {})["eval_batches_replayed"] = result["eval_replayed_batches"]
     result["loadavg_end"] = os.getloadavg()
@@ -916,8 +953,12 @@ def main(argv=None):
         if opts.max_units and ran >= opts.max_units:
             break
         print(f"== {name}" + (" (stale cache: config changed)" if cache.stale(name, configs[name]) else ""), flush=True)
-        result = run_unit(arm, seed, opts, data, plan, work / name, key=config_hash(configs[name]))
+        # the work folder's saved weights and journals resume only this config in this --units folder: a new folder
+        # (after a code change) trains and evaluates again
+        key = config_hash({**configs[name], "units": str(cache.directory.resolve())})
+        result = run_unit(arm, seed, opts, data, plan, work / name, key=key)
         cache.save(name, configs[name], result)
+        release_work(work / name)
         ran += 1
         print(json.dumps({k: result.get(k) for k in ("accuracy", "global_step", "step_seconds_median",
                                                      "final_lambda", "eval_seconds_per_sample", "wall_seconds")}),

@@ -306,12 +306,22 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
     assert resumed["samples"] == clean["samples"] and resumed["accuracy"] == clean["accuracy"]
     assert resumed["log"] == clean["log"] and resumed["final_lambda"] == clean["final_lambda"]
     assert resumed["step_seconds"] == record["result"]["step_seconds"]  # the training record, not new timings
-    assert resumed["eval_seconds"] >= resumed["eval_replayed_seconds"] > 0
+    journaled = [json.loads(line) for line in (work / "bfcl" / "generation_journal.jsonl").read_text().splitlines()]
+    assert len(journaled) == 1 + 3  # header + every batch: the killed attempt's first and the two generated after
+    assert resumed["eval_replayed_seconds"] == journaled[1]["seconds"]  # the killed attempt's batch, at its time
+    assert resumed["train_loadavg_start"] == record["result"]["loadavg_start"]
 
-    # Another config's weights are not resumed: the unit trains again and drops the old journal.
-    assert ablation_v2.load_trained(work / "trained", "k2") is None
-    again = ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k2")
+    # Done: the runner releases the folder (a deleted unit file reruns, it does not replay).
+    ablation_v2.release_work(work)
+    assert not (work / "trained").exists() and not (work / "bfcl" / "generation_journal.jsonl").exists()
+
+    # Another config's state is not resumed: the folder is cleared for the new key, the unit trains again.
+    other = tmp_path / "clean"
+    assert ablation_v2.load_trained(other / "trained", "k2") is None
+    again = ablation_v2.run_unit("ssb", 0, opts, data, plan, other, key="k2")
     assert "resumed" not in again and again["eval_replayed_batches"] == 0 and again["samples"] == clean["samples"]
+    assert (other / "unit_key.txt").read_text().strip() == "k2"
+    work = other
     # Weights that do not hash to their record are refused with the fix.
     record = json.loads((work / "trained" / "train_result.json").read_text())
     (work / "trained" / "train_result.json").write_text(json.dumps({**record, "weights": "0" * 64}))
@@ -370,3 +380,48 @@ def test_reading_says_when_a_comparison_has_one_seed():
     assert ("One seed only for ssb vs sft: the CI covers the sampling of BFCL items, not the variation between "
             "training seeds, so it is narrower than the finished experiment's will be.") in lines
     assert "ssb vs sft: -2.2 points, 95% CI [-4.8, +0.5], McNemar p = 0.142 — **no detectable difference**" in lines[0]
+
+
+TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # three units of the real model: ~5 min on 2 cores, far more when they are shared
+@pytest.mark.skipif(not TOOLRL.is_file(), reason="needs ../shared/data/toolrl_xlam_cot.jsonl")
+def test_a_real_unit_killed_in_eval_resumes_to_the_same_outputs(tmp_path, monkeypatch):
+    """The ablation's own setting at a small size: SmolLM2-135M from its GGUF, the real long-CoT rows, bf16 training
+    and decoding. Killed after its first eval batch, the unit resumes from the saved (safetensors) weights and writes
+    the same raw outputs as an uninterrupted unit (the GGUF-loaded model it trained)."""
+    pytest.importorskip("bfcl_eval")
+    from balancetrl.generation import TransformersGeneration
+    from balancetrl.models import load_tokenizer
+
+    opts = ablation_v2.parse_args(["--data", str(TOOLRL), "--limit", "3", "--max-new-tokens", "48", "--batch", "1",
+                                   "--eval-batch", "2", "--multi-turn-limit", "0", "--max-length", "512", "--bf16"])
+    data = ablation_v2.build_data(opts, load_tokenizer(ablation_v2.MODEL))
+    plan = {"total_steps": 2, "base_used": 4}
+    clean = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k")
+
+    generate, generated = TransformersGeneration._generate_batch, []
+
+    def killed_after_one(self, *args, **kwargs):
+        if generated:
+            raise Killed
+        generated.append(1)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersGeneration, "_generate_batch", killed_after_one)
+    with pytest.raises(Killed):
+        ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
+    monkeypatch.setattr(TransformersGeneration, "_generate_batch", generate)
+    resumed = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
+
+    assert resumed["resumed"] == {"train": True, "eval_batches_replayed": 1}
+    assert resumed["log"] == clean["log"] and resumed["samples"] == clean["samples"]
+
+    def raw(folder):
+        return [json.loads(line)["raw_output"] for c in ablation_v2.CATEGORIES
+                for line in (tmp_path / folder / "bfcl" / "samples" / f"{c}.jsonl").read_text().splitlines()]
+
+    assert raw("unit") == raw("clean") and len(raw("clean")) == 6
+    assert len({len(r) for r in raw("clean")}) > 1  # real, different outputs (not six empty strings)

@@ -63,7 +63,17 @@ def test_a_killed_run_resumes_at_its_batch_with_the_same_output(tmp_path, tokeni
     # A third run replays everything and generates nothing.
     third = TransformersGeneration(model, tokenizer, batch_size=2, sort_by_length=True,
                                    journal=GenerationJournal(path, fp))
-    assert _kill_after(third, 0) == [] and third.complete(ids, **kwargs) == resumed
+    calls = _kill_after(third, 0)  # any generation would raise
+    assert third.complete(ids, **kwargs) == resumed and calls == []
+
+    # A generation setting the model carries is part of the key: a repetition penalty replays nothing.
+    model.generation_config.repetition_penalty = 1.3
+    penalised = TransformersGeneration(model, tokenizer, batch_size=2, sort_by_length=True,
+                                       journal=GenerationJournal(path, fp))
+    calls = _kill_after(penalised, 99)
+    penalised.complete(ids, **kwargs)
+    assert calls == [2, 2, 1]
+    model.generation_config.repetition_penalty = 1.0
 
     # Another batch size forms other batches: nothing of this journal applies (keys are the batches' prompts).
     other = TransformersGeneration(model, tokenizer, batch_size=3, sort_by_length=True,

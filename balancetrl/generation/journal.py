@@ -41,6 +41,21 @@ def weights_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def decoding_context(model) -> dict:
+    """What besides the weights and the prompts can change a greedy token: the generation config the model carries
+    (a repetition penalty, say), its attention kernel, and the torch / transformers versions."""
+    import transformers
+
+    generation_config = getattr(model, "generation_config", None)
+    settings = generation_config.to_dict() if generation_config is not None else {}
+    return {
+        "generation_config": {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"},
+        "attention": getattr(getattr(model, "config", None), "_attn_implementation", None),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
 class GenerationJournal:
     """Append-only record of finished batches for one set of weights (``fingerprint``), at ``path``."""
 
@@ -89,8 +104,9 @@ class GenerationJournal:
     @staticmethod
     def key(prompt_ids: list[list[int]], **settings) -> str:
         """What decides a greedy batch's output besides the weights: its prompts (their order and padding) and the
-        generation settings."""
-        blob = json.dumps({"prompts": prompt_ids, "settings": settings}, sort_keys=True, separators=(",", ":"))
+        generation settings (``decoding_context`` among them)."""
+        blob = json.dumps({"prompts": prompt_ids, "settings": settings}, sort_keys=True, separators=(",", ":"),
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> list[list[Completion]] | None:

@@ -19,7 +19,7 @@ from .base import (
     shard_bounds,
 )
 from .decoding import completion_length, decode_completion, stop_token_ids
-from .journal import GenerationJournal
+from .journal import GenerationJournal, decoding_context
 from .prompts import render_prompts
 
 
@@ -164,7 +164,7 @@ class TransformersGeneration:
             return self._generate_batch(model, batch, device, num_generations, temperature, max_new_tokens)
         key = self.journal.key(batch, num_generations=num_generations, max_new_tokens=max_new_tokens,
                                device=str(device), stop=stop_token_ids(self.tokenizer, model),
-                               pad=self.tokenizer.pad_token_id)
+                               pad=self.tokenizer.pad_token_id, context=decoding_context(model))
         rows = self.journal.get(key)
         if rows is None:
             started, cpu_started = time.perf_counter(), time.process_time()
