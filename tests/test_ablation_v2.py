@@ -386,7 +386,7 @@ TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three units of the real model: ~5 min on 2 cores, far more when they are shared
+@pytest.mark.timeout(1800)  # three units of the real model: ~5 min on 2 cores shared with another job
 @pytest.mark.skipif(not TOOLRL.is_file(), reason="needs ../shared/data/toolrl_xlam_cot.jsonl")
 def test_a_real_unit_killed_in_eval_resumes_to_the_same_outputs(tmp_path, monkeypatch):
     """The ablation's own setting at a small size: SmolLM2-135M from its GGUF, the real long-CoT rows, bf16 training
