@@ -319,9 +319,10 @@ def evaluate(model, tokenizer, name: str, work: Path, opts) -> dict:
         ok, why = multi_turn_supported()
         if opts.multi_turn_limit and ok:
             t1 = time.perf_counter()
-            mt = evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt", limit=opts.multi_turn_limit,
-                          model=model, tokenizer=tokenizer, max_new_tokens=opts.max_new_tokens,
-                          batch_size=opts.eval_batch, progress=opts.progress, prompt_style="fc", resume=True)
+            mt = evaluate_bfcl(name, categories=[MULTI_TURN], output_dir=work / "bfcl_mt",
+                               limit=opts.multi_turn_limit, model=model, tokenizer=tokenizer,
+                               max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch,
+                               progress=opts.progress, prompt_style="fc", resume=True)
             out["samples"][MULTI_TURN] = per_sample(read_entries(work / "bfcl_mt", MULTI_TURN))
             out["multi_turn_replayed_seconds"] = mt["journal"]["replayed_seconds"]
             out["multi_turn_seconds"] = time.perf_counter() - t1 + out["multi_turn_replayed_seconds"]
@@ -387,14 +388,10 @@ def load_trained(folder: Path, key: str):
 def claim_work(work: Path, key: str) -> None:
     """`work` holds what one unit config left (saved weights, eval journals): under another key (a changed setting,
     another --units folder) it is cleared before the unit runs, so nothing of another config is replayed."""
-    from balancetrl.eval.runner import JOURNAL_FILE
-
     marker = work / WORK_KEY_FILE
     if marker.is_file() and marker.read_text().strip() == key:
         return
-    shutil.rmtree(work / TRAINED_DIR, ignore_errors=True)
-    for folder in EVAL_FOLDERS:
-        (work / folder / JOURNAL_FILE).unlink(missing_ok=True)
+    release_work(work)
     work.mkdir(parents=True, exist_ok=True)
     marker.write_text(key + "\n")
 
