@@ -587,7 +587,10 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
             return None
         ua, ub = [done[unit_name(arm, s)] for s in pairs], [done[unit_name(ref, s)] for s in pairs]
         r = paired_bootstrap(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1], resamples=opts.resamples)
-        out = r.as_dict() | {"seeds": pairs}
+        # each seed's own difference: pooled CIs cannot show whether the seeds agree in sign
+        per_seed = [statistics.mean(va) - statistics.mean(vb) for va, vb in
+                    zip(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1])]
+        out = r.as_dict() | {"seeds": pairs, "per_seed_diff": per_seed}
         if all(MULTI_TURN in u["samples"] for u in ua + ub):  # reported beside, not pooled with, single-turn
             r = paired_bootstrap(vectors(ua, [MULTI_TURN])[1], vectors(ub, [MULTI_TURN])[1], resamples=opts.resamples)
             out["multi_turn"] = r.as_dict()
@@ -601,6 +604,15 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
     for arm, ref in SECONDARY.items():
         if arm in arms and ref in arms and (c := compare(arm, ref)):
             secondary[f"{arm} vs {ref}"] = c
+    # the same arm under another training seed, on the same items: how far the seed alone moves an arm, the scale
+    # an arm-vs-sft difference has to clear (the item bootstrap above does not see it)
+    between_seeds = {}
+    for arm in arms:
+        got = [s for s in seeds if ARMS[arm][0] and unit_name(arm, s) in done]
+        for s in got[1:]:
+            ua, ub = [done[unit_name(arm, s)]], [done[unit_name(arm, got[0])]]
+            r = paired_bootstrap(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1], resamples=opts.resamples)
+            between_seeds[f"{unit_name(arm, s)} vs {unit_name(arm, got[0])}"] = r.as_dict() | {"seeds": [s, got[0]]}
     units_done = list(done.values())
     estimate = None
     measured = {k: [u[k] for u in units_done if u.get(k)] for k in
@@ -639,7 +651,7 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
             "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
             "units_done": sorted(done), "units_missing": missing, "arms": per_arm, "vs_sft": comparisons,
-            "secondary": secondary, "peak_rss_mb": peaks,
+            "secondary": secondary, "between_seeds": between_seeds, "peak_rss_mb": peaks,
             "wall_seconds_units": sum(u.get("wall_seconds", 0) for u in units_done), "estimate": estimate,
             "multi_turn": multi_turn_supported()[1].rstrip(".") or "supported"}
 
@@ -725,6 +737,21 @@ def reading(res: dict) -> list[str]:
         ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
         verdict = "distinguishable from zero" if c["distinguishable"] else "**no detectable difference**"
         lines.append(f"{name} (secondary): {ci}, McNemar p = {c['mcnemar_p']:.3g} — {verdict}.")
+    for name, c in {**res["vs_sft"], **(res.get("secondary") or {})}.items():
+        ds = c.get("per_seed_diff") or []
+        if len(ds) > 1 and min(ds) < 0 < max(ds):
+            label = name if " vs " in name else f"{name} vs sft"
+            lines.append(f"{label}: the seeds disagree in sign ("
+                         + ", ".join(f"seed {s} {100 * d:+.1f}" for s, d in zip(c["seeds"], ds)) + " points).")
+    between = res.get("between_seeds") or {}
+    for name, c in between.items():
+        ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
+        lines.append(f"{name} (same arm, other training seed): {ci}, McNemar p = {c['mcnemar_p']:.3g}.")
+    if between:
+        sizes = [abs(100 * c["diff"]) for c in between.values()]
+        lines.append(f"The training seed alone moved an arm by {min(sizes):.1f}–{max(sizes):.1f} points on these items "
+                     f"({len(sizes)} arm(s) with two seeds); an arm-vs-sft difference of that size can come from "
+                     "the seed, which the item-bootstrap CIs above do not cover.")
     single = sorted(arm for arm, c in res["vs_sft"].items() if c["n_seeds"] == 1)
     if single:
         lines.append(f"One seed only for {', '.join(single)} vs sft: the CI covers the sampling of BFCL items, not the "
@@ -804,13 +831,14 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
             f"| {fmt(row['final_lambda'])} | {fmt(le.get('ssb/loss_cot'))} | {fmt(le.get('ssb/loss_call'))} "
             f"| {fmt(row['step_seconds_median'], '.1f')} | {fmt(row['eval_seconds_per_sample'], '.2f')} |")
     header = ["| comparison | seeds | items | acc arm | acc ref | diff | 95% CI | CI width | arm-only / ref-only right "
-              "| McNemar p | ≠ 0 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| McNemar p | ≠ 0 | diff per seed |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def row(name: str, c: dict) -> str:
         return (f"| {name} | {c['seeds']} | {c['n_items']} | {pct(c['acc_a'])} | {pct(c['acc_b'])} "
                 f"| {100 * c['diff']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
                 f"| {100 * c['ci_width']:.1f} | {c['a_only']} / {c['b_only']} | {c['mcnemar_p']:.3g} "
-                f"| {'yes' if c['distinguishable'] else 'no'} |")
+                f"| {'yes' if c['distinguishable'] else 'no'} "
+                f"| {' / '.join(f'{100 * d:+.1f}' for d in c.get('per_seed_diff') or []) or '—'} |")
 
     lines += ["", "## Paired comparison with SFT (same items, seed s vs seed s, pooled over seeds)", "", *header]
     lines += [row(f"{arm} vs sft", c) for arm, c in res["vs_sft"].items()]
@@ -819,6 +847,10 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
     if res.get("secondary"):
         lines += ["", "Secondary comparisons, fixed before any result (HDR on top of SSB; a faster λ):", "", *header]
         lines += [row(name, c) for name, c in res["secondary"].items()]
+    if res.get("between_seeds"):
+        lines += ["", ("The same arm under another training seed (same items; the scale of seed-to-seed variation, "
+                       "not a claim about any arm):"), "", *header]
+        lines += [row(name, c) for name, c in res["between_seeds"].items()]
     lines += ["", ("Accuracies and differences in points (%). CI: percentile bootstrap over items, "
               f"{o['resamples']} resamples, seeds of an item resampled together. McNemar: exact two-sided test of "
               "the discordant pairs pooled over seeds."), "", "## Reading (generated from the numbers)", ""]

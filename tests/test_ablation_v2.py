@@ -153,6 +153,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert calls == [("base", None), ("sft", 0)]
     partial = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
     assert len(partial["units_missing"]) == 5 and "Partial run" in (tmp_path / "out" / "ablation_v2.md").read_text()
+    assert partial["between_seeds"] == {}  # no arm has two seeds yet
 
     ablation_v2.main(argv)  # resume: only the 5 missing units run
     assert calls[2:] == [("ssb", 0), ("ssb_lr", 0), ("sft", 1), ("ssb", 1), ("ssb_lr", 1)]  # seed-major
@@ -166,6 +167,14 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert ssb["n_items"] == N_SP + N_MU and ssb["n_seeds"] == 2 and ssb["seeds"] == [0, 1]
     assert lr["diff"] == 0.5 and lr["distinguishable"] and lr["a_only"] == 60 and lr["b_only"] == 0
     assert math.isclose(lr["mcnemar_p"], 2 * 0.5**60)
+    assert lr["per_seed_diff"] == [0.5, 0.5] and ssb["per_seed_diff"] == [0.0, 0.0]
+    # sft's two seeds answer the alternate halves of the items: same accuracy, every item discordant
+    between = res["between_seeds"]
+    assert list(between) == ["sft-s1 vs sft-s0", "ssb-s1 vs ssb-s0", "ssb_lr-s1 vs ssb_lr-s0"]
+    b = between["sft-s1 vs sft-s0"]
+    assert (b["diff"], b["a_only"], b["b_only"], b["mcnemar_p"], b["seeds"]) == (0.0, 30, 30, 1.0, [1, 0])
+    assert b["ci_low"] < -0.1 and b["ci_high"] > 0.1  # 60 discordant items of ±1: a wide CI around 0
+    assert between["ssb_lr-s1 vs ssb_lr-s0"]["a_only"] == 0 and between["ssb_lr-s1 vs ssb_lr-s0"]["b_only"] == 0
     sec = res["secondary"]["ssb_lr vs ssb"]  # the pre-set secondary pair; ssb_hdr is not in this run
     assert list(res["secondary"]) == ["ssb_lr vs ssb"] and (sec["diff"], sec["a_only"], sec["b_only"]) == (0.5, 60, 0)
     assert res["arms"]["base"]["main"]["accuracy"] == 0.0 and res["arms"]["ssb_lr"]["main"]["ci"] == [1.0, 1.0]
@@ -175,7 +184,10 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     md = (tmp_path / "out" / "ablation_v2.md").read_text()
     assert "ssb vs sft: +0.0 points" in md and "**no detectable difference**" in md
     assert "ssb_lr vs sft: +50.0 points" in md and "ssb_lr is better than plain SFT" in md
-    assert "| ssb_lr vs ssb | [0, 1] | 60 | 100.0 | 50.0 | +50.0 |" in md
+    assert "| ssb_lr vs ssb | [0, 1] | 60 | 100.0 | 50.0 | +50.0 |" in md and "| yes | +50.0 / +50.0 |" in md
+    assert "| sft-s1 vs sft-s0 | [1, 0] | 60 | 50.0 | 50.0 | +0.0 |" in md
+    assert "The training seed alone moved an arm by 0.0–0.0 points on these items (3 arm(s) with two seeds)" in md
+    assert "disagree in sign" not in md
     assert res["peak_rss_mb"] == {"train_peak_rss_mb": 3072.0, "eval_peak_rss_mb": 1536.0, "units": 6}
     assert "max over the 6 unit(s) that record it): during training 3.0 GiB, during eval 1.5 GiB" in md
     for png in ("accuracy.png", "lambda.png", "losses.png"):
@@ -380,6 +392,23 @@ def test_reading_says_when_a_comparison_has_one_seed():
     assert ("One seed only for ssb vs sft: the CI covers the sampling of BFCL items, not the variation between "
             "training seeds, so it is narrower than the finished experiment's will be.") in lines
     assert "ssb vs sft: -2.2 points, 95% CI [-4.8, +0.5], McNemar p = 0.142 — **no detectable difference**" in lines[0]
+
+
+def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
+    c = {"diff": -0.005, "ci_low": -0.03, "ci_high": 0.02, "ci_width": 0.05, "distinguishable": False,
+         "mcnemar_p": 0.8, "n_items": 600, "n_seeds": 2, "seeds": [0, 1], "per_seed_diff": [-0.022, 0.012]}
+    same = c | {"per_seed_diff": [-0.01, -0.002]}
+    seed = {"diff": 0.015, "ci_low": -0.01, "ci_high": 0.04, "mcnemar_p": 0.3}
+    res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {"ssb_hdr vs ssb": c}, "vs_sft": {"ssb": c,
+           "ssb_lr": same}, "between_seeds": {"sft-s1 vs sft-s0": seed, "ssb-s1 vs ssb-s0": seed | {"diff": -0.03}}}
+    lines = ablation_v2.reading(res)
+    assert "ssb vs sft: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
+    assert "ssb_hdr vs ssb: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
+    assert not any(s.startswith("ssb_lr vs sft: the seeds") for s in lines)
+    assert ("sft-s1 vs sft-s0 (same arm, other training seed): +1.5 points, 95% CI [-1.0, +4.0], "
+            "McNemar p = 0.3.") in lines
+    assert any(s.startswith("The training seed alone moved an arm by 1.5–3.0 points on these items (2 arm(s)")
+               for s in lines)
 
 
 TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
