@@ -678,9 +678,19 @@ def plots(res: dict, units: dict, out: Path) -> list[str]:
         main = [res["arms"][a]["main"] for a in arms]
         acc = [m["accuracy"] for m in main]
         err = [[a - m["ci"][0] for a, m in zip(acc, main)], [m["ci"][1] - a for a, m in zip(acc, main)]]
-        ax.bar(arms, acc, yerr=err, capsize=4, color="tab:blue", alpha=0.7)
+        ax.bar(arms, acc, yerr=err, capsize=4, color="tab:blue", alpha=0.7, label="pooled, 95% CI")
+        # each seed's own accuracy beside the pooled bar: how far apart the seeds of one arm land
+        dots = []
+        for i, a in enumerate(arms):
+            names = [n for n in res["arms"][a]["units"] if n in units]
+            dots += [(i + 0.15 * (j - (len(names) - 1) / 2), statistics.mean(vectors([units[n]], CATEGORIES)[1][0]))
+                     for j, n in enumerate(names)]  # seeds side by side within the bar
+        if dots:
+            ax.plot(*zip(*dots), "o", color="black", markersize=3, label="one unit (seed)")
         ax.set_ylabel("BFCL accuracy (simple_python + multiple)")
-        ax.set_title("accuracy per arm, pooled over seeds, 95% bootstrap CI")
+        ax.set_title("accuracy per arm, pooled over seeds, 95% bootstrap CI; dots: each seed")
+        ax.set_ylim(0, 1.3 * max(max(m["ci"][1] for m in main), 0.01))  # headroom for the legend
+        ax.legend(fontsize=7, loc="upper left")
         ax.tick_params(axis="x", rotation=30)
         written.append(save(fig, "accuracy.png"))
     fig, ax = plt.subplots(figsize=(8, 3.6))
