@@ -758,10 +758,20 @@ def reading(res: dict) -> list[str]:
         ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
         lines.append(f"{name} (same arm, other training seed): {ci}, McNemar p = {c['mcnemar_p']:.3g}.")
     if between:
+        def span(xs: list[float]) -> str:
+            return f"{min(xs):.1f}" if f"{min(xs):.1f}" == f"{max(xs):.1f}" else f"{min(xs):.1f}–{max(xs):.1f}"
+
+        def flips(c: dict) -> float:  # share of item verdicts that differ, per seed pair
+            return 100 * (c["a_only"] + c["b_only"]) / (c["n_items"] * c.get("n_seeds", 1))
+
         sizes = [abs(100 * c["diff"]) for c in between.values()]
-        lines.append(f"The training seed alone moved an arm by {min(sizes):.1f}–{max(sizes):.1f} points on these items "
+        lines.append(f"The training seed alone moved an arm by {span(sizes)} points on these items "
                      f"({len(sizes)} arm(s) with two seeds); an arm-vs-sft difference of that size can come from "
                      "the seed, which the item-bootstrap CIs above do not cover.")
+        arm_flips = [flips(c) for c in res["vs_sft"].values()]
+        lines.append(f"Another seed of the same arm changes the verdict on {span([flips(c) for c in between.values()])}% "
+                     "of the items" + (f"; an arm and sft disagree on {span(arm_flips)}% of them" if arm_flips else "")
+                     + " (discordant items per seed pair).")
     single = sorted(arm for arm, c in res["vs_sft"].items() if c["n_seeds"] == 1)
     if single:
         lines.append(f"One seed only for {', '.join(single)} vs sft: the CI covers the sampling of BFCL items, not the "

@@ -186,7 +186,10 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     assert "ssb_lr vs sft: +50.0 points" in md and "ssb_lr is better than plain SFT" in md
     assert "| ssb_lr vs ssb | [0, 1] | 60 | 100.0 | 50.0 | +50.0 |" in md and "| yes | +50.0 / +50.0 |" in md
     assert "| sft-s1 vs sft-s0 | [1, 0] | 60 | 50.0 | 50.0 | +0.0 |" in md
-    assert "The training seed alone moved an arm by 0.0–0.0 points on these items (3 arm(s) with two seeds)" in md
+    assert "The training seed alone moved an arm by 0.0 points on these items (3 arm(s) with two seeds)" in md
+    # sft's seeds flip all 60 items, ssb's too, ssb_lr's none; ssb agrees with sft, ssb_lr disagrees on half
+    assert ("Another seed of the same arm changes the verdict on 0.0–100.0% of the items; an arm and sft disagree on "
+            "0.0–50.0% of them (discordant items per seed pair).") in md
     assert "disagree in sign" not in md
     assert res["peak_rss_mb"] == {"train_peak_rss_mb": 3072.0, "eval_peak_rss_mb": 1536.0, "units": 6}
     assert "max over the 6 unit(s) that record it): during training 3.0 GiB, during eval 1.5 GiB" in md
@@ -396,9 +399,11 @@ def test_reading_says_when_a_comparison_has_one_seed():
 
 def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
     c = {"diff": -0.005, "ci_low": -0.03, "ci_high": 0.02, "ci_width": 0.05, "distinguishable": False,
-         "mcnemar_p": 0.8, "n_items": 600, "n_seeds": 2, "seeds": [0, 1], "per_seed_diff": [-0.022, 0.012]}
-    same = c | {"per_seed_diff": [-0.01, -0.002]}
-    seed = {"diff": 0.015, "ci_low": -0.01, "ci_high": 0.04, "mcnemar_p": 0.3}
+         "mcnemar_p": 0.8, "n_items": 600, "n_seeds": 2, "seeds": [0, 1], "per_seed_diff": [-0.022, 0.012],
+         "a_only": 30, "b_only": 36}  # 66 of 1200 item-seed pairs
+    same = c | {"per_seed_diff": [-0.01, -0.002], "a_only": 100, "b_only": 76}
+    seed = {"diff": 0.015, "ci_low": -0.01, "ci_high": 0.04, "mcnemar_p": 0.3, "a_only": 47, "b_only": 41,
+            "n_items": 600, "n_seeds": 1}
     res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {"ssb_hdr vs ssb": c}, "vs_sft": {"ssb": c,
            "ssb_lr": same}, "between_seeds": {"sft-s1 vs sft-s0": seed, "ssb-s1 vs ssb-s0": seed | {"diff": -0.03}}}
     lines = ablation_v2.reading(res)
@@ -409,6 +414,8 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
             "McNemar p = 0.3.") in lines
     assert any(s.startswith("The training seed alone moved an arm by 1.5–3.0 points on these items (2 arm(s)")
                for s in lines)
+    assert ("Another seed of the same arm changes the verdict on 14.7% of the items; an arm and sft disagree on "
+            "5.5–14.7% of them (discordant items per seed pair).") in lines
 
 
 TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
