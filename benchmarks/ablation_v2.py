@@ -768,6 +768,12 @@ def reading(res: dict) -> list[str]:
         lines.append(f"The training seed alone moved an arm by {span(sizes)} points on these items "
                      f"({len(sizes)} arm(s) with two seeds); an arm-vs-sft difference of that size can come from "
                      "the seed, which the item-bootstrap CIs above do not cover.")
+        loud = [name for name, c in between.items() if c.get("distinguishable")]
+        if loud:
+            lines.append(f"{', '.join(loud)}: the training seed alone gives a difference whose item-bootstrap CI "
+                         "excludes zero, so that CI understates the uncertainty of a comparison on one seed; an arm "
+                         "is better or worse than sft only where the seeds agree in sign and the pooled CI excludes "
+                         "zero.")
         arm_flips = [flips(c) for c in res["vs_sft"].values()]
         lines.append(f"Another seed of the same arm changes the verdict on {span([flips(c) for c in between.values()])}% "
                      "of the items" + (f"; an arm and sft disagree on {span(arm_flips)}% of them" if arm_flips else "")

@@ -404,8 +404,9 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
     same = c | {"per_seed_diff": [-0.01, -0.002], "a_only": 100, "b_only": 76}
     seed = {"diff": 0.015, "ci_low": -0.01, "ci_high": 0.04, "mcnemar_p": 0.3, "a_only": 47, "b_only": 41,
             "n_items": 600, "n_seeds": 1}
-    res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {"ssb_hdr vs ssb": c}, "vs_sft": {"ssb": c,
-           "ssb_lr": same}, "between_seeds": {"sft-s1 vs sft-s0": seed, "ssb-s1 vs ssb-s0": seed | {"diff": -0.03}}}
+    between = {"sft-s1 vs sft-s0": seed, "ssb-s1 vs ssb-s0": seed | {"diff": -0.03, "distinguishable": True}}
+    res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {"ssb_hdr vs ssb": c},
+           "vs_sft": {"ssb": c, "ssb_lr": same}, "between_seeds": between}
     lines = ablation_v2.reading(res)
     assert "ssb vs sft: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
     assert "ssb_hdr vs ssb: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
@@ -416,6 +417,8 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
                for s in lines)
     assert ("Another seed of the same arm changes the verdict on 14.7% of the items; an arm and sft disagree on "
             "5.5–14.7% of them (discordant items per seed pair).") in lines
+    loud = [s for s in lines if "the training seed alone gives a difference whose item-bootstrap CI excludes" in s]
+    assert len(loud) == 1 and loud[0].startswith("ssb-s1 vs ssb-s0: ")  # sft's seeds are not distinguishable
 
 
 TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
