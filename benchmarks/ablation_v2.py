@@ -586,10 +586,10 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
         if not pairs:
             return None
         ua, ub = [done[unit_name(arm, s)] for s in pairs], [done[unit_name(ref, s)] for s in pairs]
-        r = paired_bootstrap(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1], resamples=opts.resamples)
+        va, vb = vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1]
+        r = paired_bootstrap(va, vb, resamples=opts.resamples)
         # each seed's own difference: pooled CIs cannot show whether the seeds agree in sign
-        per_seed = [statistics.mean(va) - statistics.mean(vb) for va, vb in
-                    zip(vectors(ua, CATEGORIES)[1], vectors(ub, CATEGORIES)[1])]
+        per_seed = [statistics.mean(a) - statistics.mean(b) for a, b in zip(va, vb)]
         out = r.as_dict() | {"seeds": pairs, "per_seed_diff": per_seed}
         if all(MULTI_TURN in u["samples"] for u in ua + ub):  # reported beside, not pooled with, single-turn
             r = paired_bootstrap(vectors(ua, [MULTI_TURN])[1], vectors(ub, [MULTI_TURN])[1], resamples=opts.resamples)
@@ -747,11 +747,11 @@ def reading(res: dict) -> list[str]:
         ci = f"{100 * c['diff']:+.1f} points, 95% CI [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
         verdict = "distinguishable from zero" if c["distinguishable"] else "**no detectable difference**"
         lines.append(f"{name} (secondary): {ci}, McNemar p = {c['mcnemar_p']:.3g} — {verdict}.")
-    for name, c in {**res["vs_sft"], **(res.get("secondary") or {})}.items():
+    named = [(f"{arm} vs sft", c) for arm, c in res["vs_sft"].items()] + list((res.get("secondary") or {}).items())
+    for name, c in named:
         ds = c.get("per_seed_diff") or []
         if len(ds) > 1 and min(ds) < 0 < max(ds):
-            label = name if " vs " in name else f"{name} vs sft"
-            lines.append(f"{label}: the seeds disagree in sign ("
+            lines.append(f"{name}: the seeds disagree in sign ("
                          + ", ".join(f"seed {s} {100 * d:+.1f}" for s, d in zip(c["seeds"], ds)) + " points).")
     between = res.get("between_seeds") or {}
     for name, c in between.items():
@@ -762,7 +762,7 @@ def reading(res: dict) -> list[str]:
             return f"{min(xs):.1f}" if f"{min(xs):.1f}" == f"{max(xs):.1f}" else f"{min(xs):.1f}–{max(xs):.1f}"
 
         def flips(c: dict) -> float:  # share of item verdicts that differ, per seed pair
-            return 100 * (c["a_only"] + c["b_only"]) / (c["n_items"] * c.get("n_seeds", 1))
+            return 100 * (c["a_only"] + c["b_only"]) / (c["n_items"] * c["n_seeds"])
 
         sizes = [abs(100 * c["diff"]) for c in between.values()]
         lines.append(f"The training seed alone moved an arm by {span(sizes)} points on these items "
