@@ -49,8 +49,8 @@ bench: install
 # stopped during eval resumes from its saved weights and eval journal in outputs/ablation_v2/<unit>/). Units run
 # seed-major. Settings chosen for 2 CPU cores (2026-11-22 measurements, see results/ablation_v2.md): one epoch
 # (56 steps of 4), bf16 autocast training and bf16 decoding (AMX), eval batch 16, multi_turn_base off (its cost
-# for long-CoT models is far beyond a CPU session). Measured: 51-65 min per trained unit on 2 cores (~16 min
-# training, 35-49 min eval; an HDR unit 61-62 min with its 10 min round; base 38 min), ~13.8 h for all 15. One
+# for long-CoT models is far beyond a CPU session). Measured: 51-72 min per trained unit on 2 cores (16-19 min
+# training, 35-55 min eval; an HDR unit 61-62 min with its 10 min round; base 38 min), ~13.9 h for all 15. One
 # unit at a time on 24 GB: a unit's process peaks at 16.5-20.0 GiB.
 ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
 ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --multi-turn-limit 0
