@@ -51,7 +51,8 @@ bench: install
 # (56 steps of 4), bf16 autocast training and bf16 decoding (AMX), eval batch 16, multi_turn_base off (its cost
 # for long-CoT models is far beyond a CPU session). Measured: 51-72 min per trained unit on 2 cores (16-19 min
 # training, 35-55 min eval; an HDR unit 61-62 min with its 10 min round; base 38 min), ~13.9 h for all 15. One
-# unit at a time on 24 GB: a unit's process peaks at 16.5-20.0 GiB.
+# unit at a time on 24 GB: a unit's process peaks at 16.5-20.0 GiB. --bf16 needs amx_bf16/avx512_bf16 in /proc/cpuinfo:
+# on an AVX2-only CPU torch emulates bf16 (a step 9x slower than fp32) and the runner refuses it before the first unit.
 ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
 ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --multi-turn-limit 0
 # a run with other hardware (--device cuda) or eval settings gets its own units and report folders

@@ -53,7 +53,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ablation import StepTimer, machine, plan_steps
+from ablation import StepTimer, cpu_bf16_flags, machine, plan_steps
 from paired_stats import accuracy_ci, paired_bootstrap
 from unit_cache import UnitCache, config_hash
 
@@ -648,8 +648,14 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
     peaks = {k: max((u[k] for u in units_done if u.get(k)), default=None)
              for k in ("train_peak_rss_mb", "eval_peak_rss_mb")}
     peaks["units"] = sum(1 for u in units_done if u.get("eval_peak_rss_mb"))
+    # where the units ran, from their own records: the machine rebuilding the report may be another one
+    unit_machines: dict[str, int] = {}
+    for u in units_done:
+        if m := u.get("machine"):
+            desc = f"{m['nproc']} cores ({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} threads"
+            unit_machines[desc] = unit_machines.get(desc, 0) + 1
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
-            "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
+            "unit_machines": unit_machines, "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
             "units_done": sorted(done), "units_missing": missing, "arms": per_arm, "vs_sft": comparisons,
             "secondary": secondary, "between_seeds": between_seeds, "peak_rss_mb": peaks,
             "wall_seconds_units": sum(u.get("wall_seconds", 0) for u in units_done), "estimate": estimate,
@@ -814,9 +820,11 @@ def write_markdown(res: dict, path: Path, images: list[str]) -> None:
         "",
         f"Command: `{res['command']}`",
         "",
-        (f"Machine: {m['nproc']} cores ({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} threads. "
-        f"Versions: {', '.join(f'{k} {v}' for k, v in res['versions'].items())}. Units' wall time: "
-        f"{res['wall_seconds_units'] / 3600:.2f} h. Report built {res['finished']}."),
+        ("Units ran on: " + ("; ".join(f"{n} unit(s) on {desc}" for desc, n in res["unit_machines"].items())
+                              or "no unit done yet")
+         + f". Versions: {', '.join(f'{k} {v}' for k, v in res['versions'].items())}. Units' wall time: "
+        f"{res['wall_seconds_units'] / 3600:.2f} h. Report built {res['finished']} on {m['nproc']} cores "
+        f"({m['cpu_model']})."),
         "",
         (f"Data: `{d['path']}` (sha256 {d['sha256']}…) checked: {d['checked']} (rejected: {d['rejected_reasons']}); "
         f"{d['base_used']} base rows used ({len(d['base_over_max_length'])} over max_length {o['max_length']} dropped). "
@@ -942,6 +950,9 @@ def parse_args(argv=None):
     p.add_argument("--bf16", action="store_true",
                    help="train under bf16 autocast (master weights and λ stay fp32) and decode the eval in bf16: "
                         "about 1.4x faster trainer steps and 1.7x faster decoding on a CPU with AMX; same for every arm")
+    p.add_argument("--allow-slow-bf16", action="store_true",
+                   help="run --bf16 units on a CPU without AMX/avx512_bf16 (torch emulates bf16 there: a trainer "
+                        "step 9x slower than fp32 on an AVX2 EPYC); refused otherwise")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--work", default="outputs/ablation_v2", help="unit cache (units/) and trainer/eval outputs")
     p.add_argument("--units", default="", help="unit cache folder (default <work>/units); a committed folder "
@@ -967,6 +978,20 @@ def parse_args(argv=None):
         if not torch.cuda.is_available():
             p.error("--device cuda, but torch sees no CUDA device (torch.cuda.is_available() is False)")
     return opts
+
+
+def refuse_emulated_bf16(opts) -> None:
+    """--bf16 on a CPU without bf16 matrix units: stop before the first step instead of running for hours. On an
+    AVX2-only EPYC a bf16 step of `make ablation`'s units took ~12 min where the AMX Xeon took ~17 s, and
+    benchmarks/bf16_cpu.py measured a bf16 step at 9.1x an fp32 one there."""
+    if not opts.bf16 or opts.device != "cpu" or opts.allow_slow_bf16 or cpu_bf16_flags():
+        return
+    raise SystemExit(
+        f"--bf16 on a CPU without amx_bf16 or avx512_bf16 ({machine()['cpu_model']}): torch emulates bf16 matmuls "
+        "here, several times slower than fp32 (benchmarks/bf16_cpu.py measures it), so a unit would take many hours. "
+        "Run the bf16 units on a CPU that lists amx_bf16 or avx512_bf16 in /proc/cpuinfo (the committed units ran on "
+        "an AMX Xeon), or drop --bf16 and give the fp32 run its own --units and --out (fp32 units are not comparable "
+        "with bf16 ones), or pass --allow-slow-bf16 to run anyway. --report-only rebuilds the report from the cache.")
 
 
 def main(argv=None):
@@ -1007,6 +1032,7 @@ def main(argv=None):
             continue
         if opts.max_units and ran >= opts.max_units:
             break
+        refuse_emulated_bf16(opts)  # only when a unit is about to run: a run with every unit cached still reports
         print(f"== {name}" + (" (stale cache: config changed)" if cache.stale(name, configs[name]) else ""), flush=True)
         # the work folder's saved weights and journals resume only this config in this --units folder: a new folder
         # (after a code change) trains and evaluates again

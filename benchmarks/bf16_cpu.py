@@ -93,12 +93,13 @@ def main() -> None:
             lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
             train[kind] += json.loads(lines[-1])[1:]  # the first step pays for allocations: left out
     dec = decode(opts)
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    from ablation import cpu_bf16_flags, machine
     res = {
         "train_step_seconds_median": {k: statistics.median(v) for k, v in train.items()},
         "decode_seconds_median": {k: statistics.median(v) for k, v in dec.items()},
-        "train_steps": train, "decode_runs": dec, "cpu_bf16_flags": sorted(flags & {"amx_bf16", "avx512_bf16"}),
-        "nproc": os.cpu_count(), "threads": opts.threads, "loadavg": os.getloadavg(),
+        "train_steps": train, "decode_runs": dec, "cpu_bf16_flags": cpu_bf16_flags(),
+        "cpu_model": machine()["cpu_model"], "nproc": os.cpu_count(), "threads": opts.threads,
+        "loadavg": os.getloadavg(),
     }
     res["train_speedup"] = res["train_step_seconds_median"]["fp32"] / res["train_step_seconds_median"]["bf16"]
     res["decode_speedup"] = res["decode_seconds_median"]["float32"] / res["decode_seconds_median"]["bfloat16"]

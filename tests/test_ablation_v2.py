@@ -3,6 +3,7 @@ the in-process tiny model)."""
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -245,6 +246,7 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
     monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
+    monkeypatch.setattr(ablation_v2, "cpu_bf16_flags", lambda: ["amx_bf16"])  # the same on any CI machine
     units = tmp_path / "committed" / "units"
     argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--units", str(units)]
@@ -268,6 +270,41 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     ablation_v2.main([*argv, "--bf16", "--device", "cuda"])  # a GPU's numbers never stand in for the CPU units
     assert calls[4:] == [("base", None), ("sft", 0)]
     assert json.loads((units / "sft-s0.json").read_text())["config"]["device"] == "cuda"
+
+
+def test_bf16_is_refused_on_a_cpu_that_emulates_it(tmp_path, monkeypatch, capsys):
+    """--bf16 on a CPU without AMX/avx512_bf16 stops before the first unit (a step there took ~12 min, not ~17 s),
+    names the fix, and still lets a run whose units are all cached rebuild its report."""
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    calls = []
+
+    def fake_run_unit(arm, seed, opts, data, plan, work, key=""):
+        calls.append((arm, seed))
+        return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
+                "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0,
+                "machine": {"nproc": 2, "cpu_model": "Unit CPU", "torch": "t", "torch_threads": 2}}
+
+    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
+    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
+    monkeypatch.setattr(ablation_v2, "cpu_bf16_flags", lambda: [])
+    argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--bf16"]
+    with pytest.raises(SystemExit) as err:
+        ablation_v2.main(argv)
+    msg = str(err.value)
+    assert calls == [] and "amx_bf16" in msg and "--allow-slow-bf16" in msg and "own --units" in msg
+    ablation_v2.main([*argv[:-1]])  # fp32 is not refused
+    assert calls == [("base", None), ("sft", 0)]
+    ablation_v2.main([*argv, "--allow-slow-bf16"])
+    assert calls[2:] == [("base", None), ("sft", 0)]
+    ablation_v2.main(argv)  # every bf16 unit cached now: nothing runs, the report is rebuilt, no refusal
+    assert len(calls) == 4 and "2 units done, 0 missing" in capsys.readouterr().out
+    # the report names where the units ran (their own records), not only the machine that rebuilt it
+    md = (tmp_path / "out" / "ablation_v2.md").read_text()
+    assert "Units ran on: 2 unit(s) on 2 cores (Unit CPU), torch t, 2 threads." in md
+    assert f"on {os.cpu_count()} cores ({ablation_v2.machine()['cpu_model']})." in md
 
 
 class Killed(RuntimeError):
