@@ -58,8 +58,9 @@ ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --mul
 # a run with other hardware (--device cuda) or eval settings gets its own units and report folders
 ABLATION_UNITS ?= benchmarks/results/ablation_v2/units
 ABLATION_OUT ?= benchmarks/results
+# PYTHONUNBUFFERED: the trainer's per-step log lines reach a redirected log as they happen, not at buffer flushes
 ablation: install
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) $(ABLATION_ARGS) \
+	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) $(ABLATION_ARGS) \
 		--units $(ABLATION_UNITS) --out $(ABLATION_OUT) --work outputs/ablation_v2
 
 # The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
