@@ -655,7 +655,8 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
             desc = f"{m['nproc']} cores ({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} threads"
             unit_machines[desc] = unit_machines.get(desc, 0) + 1
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
-            "unit_machines": unit_machines, "versions": versions, "opts": {k: v for k, v in vars(opts).items()}, "plan": plan, "data": data_info,
+            "unit_machines": unit_machines, "versions": versions, "opts": {k: v for k, v in vars(opts).items()},
+            "plan": plan, "data": data_info,
             "units_done": sorted(done), "units_missing": missing, "arms": per_arm, "vs_sft": comparisons,
             "secondary": secondary, "between_seeds": between_seeds, "peak_rss_mb": peaks,
             "wall_seconds_units": sum(u.get("wall_seconds", 0) for u in units_done), "estimate": estimate,
