@@ -45,6 +45,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -649,11 +650,8 @@ def build_report(opts, plan: dict, data_info: dict, expected: list[tuple[str, in
              for k in ("train_peak_rss_mb", "eval_peak_rss_mb")}
     peaks["units"] = sum(1 for u in units_done if u.get("eval_peak_rss_mb"))
     # where the units ran, from their own records: the machine rebuilding the report may be another one
-    unit_machines: dict[str, int] = {}
-    for u in units_done:
-        if m := u.get("machine"):
-            desc = f"{m['nproc']} cores ({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} threads"
-            unit_machines[desc] = unit_machines.get(desc, 0) + 1
+    unit_machines = Counter(f"{m['nproc']} cores ({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} threads"
+                            for u in units_done if (m := u.get("machine")))
     return {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
             "unit_machines": unit_machines, "versions": versions, "opts": {k: v for k, v in vars(opts).items()},
             "plan": plan, "data": data_info,
