@@ -23,6 +23,7 @@ from trl.trainer.utils import pad
 
 from .compat import check_private_api
 from .config import BalanceSFTConfig
+from .cpu import warn_if_bf16_is_emulated
 from .hdr.epochs import HDRTrainerMixin
 from .loss import lambda_from_phi, phi_from_lambda, ssb_loss
 from .segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
@@ -125,6 +126,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
         refuse_unsupported(args, compute_loss_func=kwargs.get("compute_loss_func"))
         super().__init__(model, args, *pos, **kwargs)
         refuse_unsupported_parallelism(args, self.accelerator.parallelism_config)
+        warn_if_bf16_is_emulated(args.bf16, args.device.type)  # honoured, but hours slower: said before the first step
         self.data_collator = SegmentCollator(self.data_collator)
         self._ssb_window = torch.zeros(4, dtype=torch.float64)  # Σℓ_C, Σℓ_F, |C|, |F| since the last log
         self._ssb_step_counts: tuple[torch.Tensor, torch.Tensor] | None = None

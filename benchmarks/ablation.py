@@ -47,6 +47,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
+from balancetrl.cpu import cpu_bf16_flags
 from balancetrl.data.checks import check_record
 from balancetrl.data.training import to_training_dataset
 from balancetrl.eval.runner import evaluate_bfcl
@@ -86,13 +87,6 @@ def _cpuinfo() -> str:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's bf16 matrix instructions (AMX, avx512_bf16) from /proc/cpuinfo. Without them torch emulates bf16
-    matmuls: on an AVX2-only EPYC a bf16 trainer step took 9.1x as long as fp32 (938 vs 103 s) and bf16 decoding
-    1.8x (benchmarks/results/bf16_cpu_avx2.json), so --bf16 only pays where this list is not empty."""
-    return sorted(set(_cpuinfo().split()) & {"amx_bf16", "avx512_bf16"})
 
 
 def machine() -> dict:

@@ -54,9 +54,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ablation import StepTimer, cpu_bf16_flags, machine, plan_steps
+from ablation import StepTimer, machine, plan_steps
 from paired_stats import accuracy_ci, paired_bootstrap
 from unit_cache import UnitCache, config_hash
+
+from balancetrl.cpu import cpu_bf16_flags
 
 MODEL = "smollm2-135m-instruct"
 CATEGORIES = ["simple_python", "multiple"]
@@ -983,7 +985,7 @@ def refuse_emulated_bf16(opts) -> None:
     """--bf16 on a CPU without bf16 matrix units: stop before the first step instead of running for hours. On an
     AVX2-only EPYC a bf16 step of `make ablation`'s units took ~12 min where the AMX Xeon took ~17 s, and
     benchmarks/bf16_cpu.py measured a bf16 step at 9.1x an fp32 one there."""
-    if not opts.bf16 or opts.device != "cpu" or opts.allow_slow_bf16 or cpu_bf16_flags():
+    if not opts.bf16 or opts.device != "cpu" or opts.allow_slow_bf16 or cpu_bf16_flags() != []:  # [] = known to emulate
         return
     raise SystemExit(
         f"--bf16 on a CPU without amx_bf16 or avx512_bf16 ({machine()['cpu_model']}): torch emulates bf16 matmuls "

@@ -93,7 +93,10 @@ def main() -> None:
             lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
             train[kind] += json.loads(lines[-1])[1:]  # the first step pays for allocations: left out
     dec = decode(opts)
-    from ablation import cpu_bf16_flags, machine
+    from ablation import machine
+
+    from balancetrl.cpu import cpu_bf16_flags
+
     res = {
         "train_step_seconds_median": {k: statistics.median(v) for k, v in train.items()},
         "decode_seconds_median": {k: statistics.median(v) for k, v in dec.items()},
