@@ -1,7 +1,7 @@
 """Whether this CPU runs bf16 natively: the x86 flags of bf16 matrix instructions, read from /proc/cpuinfo.
 
 Without AMX or AVX512-BF16, torch emulates bf16 matmuls. On a 2-core AVX2-only AMD EPYC a trainer step under bf16
-autocast took 9.1x as long as in fp32 (benchmarks/results/bf16_cpu_avx2.json) and a CPU demo step ~450 s against 66 s;
+autocast took 9.1x as long as in fp32 (benchmarks/results/bf16_cpu_avx2.json) and a CPU demo step ~450 s against 62-66 s;
 on an AMX Xeon bf16 was 1.44x faster than fp32 (benchmarks/results/bf16_cpu.json). TrainingArguments accepts bf16 on
 any CPU and SFTConfig turns it on by default, so nothing else says so before the hours are spent.
 """
@@ -35,8 +35,8 @@ def warn_if_bf16_is_emulated(bf16: bool, device_type: str, cpuinfo: str | None =
     if not bf16 or device_type != "cpu" or cpu_bf16_flags(cpuinfo) != []:
         return None
     message = (
-        "bf16=True on a CPU without amx_bf16 or avx512_bf16 (see /proc/cpuinfo): torch emulates bf16 matmuls here, "
-        "and a BalanceSFT step measured 9.1x slower than fp32 on such a CPU. SFTConfig turns bf16 on by default; set "
+        "bf16=True on a CPU without amx_bf16 or avx512_bf16 (see /proc/cpuinfo): torch emulates bf16 matmuls, and on "
+        "such a CPU a BalanceSFT step took 9.1x as long as in fp32. SFTConfig turns bf16 on by default; set "
         "`bf16: false` in the recipe (or pass --bf16 false) to train in fp32, or keep it if you need bf16 numerics."
     )
     logger.warning(message)
