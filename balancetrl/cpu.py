@@ -16,15 +16,18 @@ logger = logging.getLogger(__name__)
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text, "" where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str] | None:
     """The bf16 flags this x86 CPU lists (`[]`: none, bf16 is emulated); None where that cannot be told: no
     /proc/cpuinfo (not Linux) or not an x86 CPU (Arm's bf16 is another flag, not judged here)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    words = set(cpuinfo.split())
+    words = set((read_cpuinfo() if cpuinfo is None else cpuinfo).split())
     if "sse2" not in words:  # every x86-64 CPU lists it
         return None
     return sorted(words & BF16_FLAGS)

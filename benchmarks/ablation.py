@@ -47,7 +47,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
-from balancetrl.cpu import cpu_bf16_flags
+from balancetrl.cpu import cpu_bf16_flags, read_cpuinfo
 from balancetrl.data.checks import check_record
 from balancetrl.data.training import to_training_dataset
 from balancetrl.eval.runner import evaluate_bfcl
@@ -82,20 +82,13 @@ class StepTimer(TrainerCallback):
         self._t = None
 
 
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
 def machine() -> dict:
-    cpu = "unknown"
-    for line in _cpuinfo().splitlines():
+    cpu, cpuinfo = "unknown", read_cpuinfo()
+    for line in cpuinfo.splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "cpu_bf16_flags": cpu_bf16_flags(),
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "cpu_bf16_flags": cpu_bf16_flags(cpuinfo),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
 
 
