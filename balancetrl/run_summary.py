@@ -33,6 +33,7 @@ def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, sec
         "data": data_counts,
         "hdr": hdr,
         "train_seconds": round(seconds, 1),
+        "engine": getattr(trainer, "engine", None),  # what really trained (balancetrl/engines.py)
         "training": {k: getattr(args, k) for k in (
             "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "warmup_steps", "max_length", "seed", "world_size")},
@@ -67,6 +68,9 @@ def format_summary(summary: dict, output_dir: str) -> str:
     if hdr:
         lines.append(f"  HDR       : {len(hdr['rounds'])} round(s), accepted {hdr['accepted_total']} of "
                      f"{hdr['initial_hard']} hard, {hdr['hard_remaining']} still hard")
+    if summary.get("engine"):
+        engine = summary["engine"]
+        lines.append(f"  engine    : {engine['engine']} on {engine['processes']} process(es), {engine['device']}")
     lines += [
         f"  model     : {output_dir}",
         f"  plot      : {Path(output_dir) / 'training.png'}" + (f", {Path(output_dir) / 'hdr' / 'rounds.png'}" if hdr else ""),

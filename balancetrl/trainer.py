@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_liger_kernel_available
 from trl import SFTTrainer
@@ -24,6 +25,7 @@ from trl.trainer.utils import pad
 from .compat import check_private_api
 from .config import BalanceSFTConfig
 from .cpu import warn_if_bf16_is_emulated
+from .engines import SSB_PARAM_GROUP, engine_report, format_engine, refuse_silent_downgrade
 from .hdr.epochs import HDRTrainerMixin
 from .loss import lambda_from_phi, phi_from_lambda, ssb_loss
 from .segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
@@ -33,18 +35,47 @@ SSB_STATE_FILE = "balancetrl_ssb.json"  # λ's value inside each checkpoint fold
 
 
 class SSBWeight(nn.Module):
-    """Holds φ, the one free scalar behind λ. A module of the model so DDP/DeepSpeed see its gradient."""
+    """Holds φ, the one free scalar behind λ. A module of the model so DDP/DeepSpeed/FSDP see its gradient.
+
+    φ has shape (1,), not (): DeepSpeed views every parameter as bytes to broadcast it (`p.view(torch.uint8)`,
+    impossible for a 0-dim tensor) and FSDP2 shards parameters along dim 0.
+    """
 
     def __init__(self, lambda_init: float, lambda_min: float, lambda_max: float, trainable: bool, dtype=torch.float32):
         super().__init__()
         self.lambda_min, self.lambda_max = lambda_min, lambda_max
-        phi = torch.tensor(phi_from_lambda(lambda_init, lambda_min, lambda_max), dtype=dtype)
+        phi = torch.tensor([phi_from_lambda(lambda_init, lambda_min, lambda_max)], dtype=dtype)
         self.phi = nn.Parameter(phi, requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:
         # Called as a module (not by reading .phi) so ZeRO-3 gathers the partitioned parameter first.
         phi = self.phi if self.phi.dtype == torch.float64 else self.phi.float()
-        return lambda_from_phi(phi, self.lambda_min, self.lambda_max)
+        if hasattr(phi, "full_tensor"):  # FSDP2: a DTensor sharded over the ranks, gathered (differentiably) here
+            phi = phi.full_tensor()
+        return lambda_from_phi(phi, self.lambda_min, self.lambda_max).reshape(())
+
+    @contextmanager
+    def full_phi(self, modifier: bool = False):
+        """φ as a whole local tensor, under every sharding. Collective under ZeRO-3 and FSDP2: every rank enters it.
+
+        ZeRO-3 keeps a 0-element shard outside the forward (gathered here, and written back from rank 0 when
+        `modifier`); FSDP2 keeps a DTensor (its full value read; written through its local shard).
+        """
+        phi = self.phi
+        if hasattr(phi, "ds_id"):  # a ZeRO-3 partitioned parameter
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([phi], modifier_rank=0 if modifier else None):
+                yield phi.data
+        elif hasattr(phi, "full_tensor"):  # FSDP2's DTensor
+            full = phi.data.full_tensor()
+            yield full
+            if modifier:
+                from torch.distributed.tensor import distribute_tensor
+
+                phi.data.copy_(distribute_tensor(full, phi.device_mesh, phi.placements))
+        else:
+            yield phi.data
 
 
 class SegmentCollator:
@@ -105,6 +136,19 @@ def refuse_unsupported_parallelism(args: BalanceSFTConfig, parallelism) -> None:
         )
 
 
+class _EngineReport(TrainerCallback):
+    """Records (and prints, on the main process) the engine the prepared trainer really runs."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        trainer.engine = engine_report(trainer)
+        if trainer.accelerator.is_main_process:
+            print(format_engine(trainer.engine), flush=True)
+
+
 class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
     """[`~trl.SFTTrainer`] trained with the Self-adjusted Signal Balancing loss of BalanceSFT.
 
@@ -126,6 +170,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
         refuse_unsupported(args, compute_loss_func=kwargs.get("compute_loss_func"))
         super().__init__(model, args, *pos, **kwargs)
         refuse_unsupported_parallelism(args, self.accelerator.parallelism_config)
+        refuse_silent_downgrade(self.accelerator)  # an FSDP config accelerate would run as DDP, before any step
         warn_if_bf16_is_emulated(args.bf16, args.device.type)  # honoured, but hours slower: said before the first step
         self.data_collator = SegmentCollator(self.data_collator)
         self._ssb_window = torch.zeros(4, dtype=torch.float64)  # Σℓ_C, Σℓ_F, |C|, |F| since the last log
@@ -133,6 +178,8 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
         self._ssb_weight: SSBWeight | None = None
         if args.ssb:
             self._attach_ssb_weight()
+        self.engine: dict | None = None  # what really trains, read once the engine is prepared (engines.py)
+        self.add_callback(_EngineReport(self))
         self._attach_hdr_callbacks()
 
     # ---- λ: state of the training, not weights of the model ----
@@ -153,11 +200,20 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
 
     @property
     def ssb_lambda(self) -> float | None:
-        """Current λ (None with `ssb=False`)."""
+        """Current λ (None with `ssb=False`). Collective under ZeRO-3 and FSDP2 (φ is gathered): read it on every rank."""
+        phi = self.ssb_phi
+        if phi is None:
+            return None
+        weight = self._ssb_weight
+        return float(lambda_from_phi(torch.tensor(phi, dtype=torch.float64), weight.lambda_min, weight.lambda_max))
+
+    @property
+    def ssb_phi(self) -> float | None:
+        """Current φ, the free parameter behind λ (None with `ssb=False`); collective like `ssb_lambda`."""
         if self._ssb_weight is None:
             return None
-        with torch.no_grad():
-            return float(self._ssb_weight())
+        with torch.no_grad(), self._ssb_weight.full_phi() as phi:
+            return float(phi.reshape(-1)[0])
 
     @property
     def loss_is_scaled_for_ga(self) -> bool | None:
@@ -174,16 +230,22 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             optimizer = super().create_optimizer(model)
         finally:
             weight.phi.requires_grad_(True)
-        optimizer.add_param_group({"params": [weight.phi], "lr": self.args.ssb_lambda_lr, "weight_decay": 0.0})
+        # Trainer calls this more than once (under DeepSpeed: in deepspeed_init, then again in _prepare_for_training,
+        # which returns the optimizer already built): φ gets its group once.
+        if not any(p is weight.phi for group in optimizer.param_groups for p in group["params"]):
+            optimizer.add_param_group({"params": [weight.phi], "lr": self.args.ssb_lambda_lr, "weight_decay": 0.0,
+                                       "name": SSB_PARAM_GROUP})
         return optimizer
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self._ssb_weight is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            state = {"phi": float(self._ssb_weight.phi.detach().float()), "lambda": self.ssb_lambda}
-            with open(os.path.join(folder, SSB_STATE_FILE), "w") as f:
-                json.dump(state, f)
+        if self._ssb_weight is not None:
+            state = {"phi": self.ssb_phi, "lambda": self.ssb_lambda}  # every rank: a collective read when sharded
+            if self.args.should_save:
+                folder = os.path.join(self._get_output_dir(trial=trial),
+                                      f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+                with open(os.path.join(folder, SSB_STATE_FILE), "w") as f:
+                    json.dump(state, f)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -191,8 +253,8 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
         if self._ssb_weight is not None and os.path.isfile(path):
             with open(path) as f:
                 phi = json.load(f)["phi"]
-            with torch.no_grad():
-                self._ssb_weight.phi.fill_(phi)
+            with torch.no_grad(), self._ssb_weight.full_phi(modifier=True) as full:
+                full.fill_(phi)
 
     # ---- data: segment masks travel with input_ids ----
 
@@ -291,7 +353,8 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             # by the accumulation steps in training (Trainer leaves accumulation to this loss, see loss_is_scaled_for_ga)
             if fused.aux_loss is None:
                 raise RuntimeError("the MoE model returned no aux_loss although TRL asked for its router logits")
-            steps = self.current_gradient_accumulation_steps if training else 1
+            # outside train() (a user's own evaluation call) Trainer has no accumulation loop and no such attribute
+            steps = getattr(self, "current_gradient_accumulation_steps", 1) if training else 1
             loss = loss + self.router_aux_loss_coef * fused.aux_loss / steps
         return (loss, result[1]) if return_outputs else loss
 
