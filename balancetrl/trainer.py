@@ -237,6 +237,17 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
                                        "name": SSB_PARAM_GROUP})
         return optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        if self._ssb_weight is None or not getattr(self.model, "is_distributed_loading_by_transformers", False):
+            return super().save_model(output_dir, _internal_call)
+        # A model sharded at load time is saved from a freshly gathered state dict that skips _keys_to_ignore_on_save
+        # (transformers 5.23, gather_full_state_dict): λ's module leaves the model while it is written.
+        del self.model._modules[SSB_MODULE]
+        try:
+            return super().save_model(output_dir, _internal_call)
+        finally:
+            self.model.add_module(SSB_MODULE, self._ssb_weight)
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self._ssb_weight is not None:

@@ -67,6 +67,13 @@ class BalanceSFTScriptArguments:
             Chat template given to the tokenizer: TRL's `qwen3_training` (ChatML with `<think>` in every assistant
             turn), `qwen3`, `llama3_training` (balancetrl's Llama 3.1/3.2 template with tools, `<think>` reasoning and
             generation markers), or `keep` (the model's own; it must render `reasoning_content`).
+        model_fsdp_size (`int`, *optional*):
+            Shard the model with FSDP2 over this many processes as it loads (transformers'
+            `from_pretrained(distributed_config=DistributedConfig(fsdp_size=N))`); Trainer then wraps nothing. This is
+            FSDP2 without accelerate's FSDP plugin, the route that also runs on CPU ranks (launch with
+            `--accelerate_config multi_cpu`); on GPUs the `fsdp2` accelerate config is the usual route. Set it to the
+            number of processes. transformers cannot resume such a run: set `save_only_model: true` or
+            `save_strategy: "no"`.
     """
 
     dataset_path: str | None = field(default=None, metadata={"help": "Training data file or save_to_disk folder."})
@@ -84,6 +91,8 @@ class BalanceSFTScriptArguments:
     allow_missing_cot: bool = field(default=False, metadata={"help": "Keep assistant turns without CoT."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N base records."})
     max_hard_samples: int | None = field(default=None, metadata={"help": "Give HDR the first N hard records."})
+    model_fsdp_size: int | None = field(
+        default=None, metadata={"help": "Shard the model with FSDP2 at load time over N processes (transformers)."})
     chat_template: str = field(
         default="qwen3_training",
         metadata={"help": "qwen3_training, qwen3, llama3_training or keep.",
@@ -198,10 +207,15 @@ def model_and_tokenizer(model_args, script_args, training_args, local: bool):
     from balancetrl.models import apply_tool_chat_template, load_model_and_tokenizer
 
     spec = model_args.model_name_or_path
+    sharding = {}
+    if script_args.model_fsdp_size is not None:
+        from transformers.distributed import DistributedConfig
+
+        sharding["distributed_config"] = DistributedConfig(fsdp_size=script_args.model_fsdp_size)
     if local:
         model, tokenizer = load_model_and_tokenizer(spec, dtype=model_args.dtype or "float32",
                                                     chat_template=script_args.chat_template,
-                                                    attn_implementation=model_args.attn_implementation)
+                                                    attn_implementation=model_args.attn_implementation, **sharding)
         return model, tokenizer
     from transformers import AutoTokenizer
 
@@ -209,7 +223,7 @@ def model_and_tokenizer(model_args, script_args, training_args, local: bool):
                                               trust_remote_code=training_args.trust_remote_code)
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation, "dtype": model_args.dtype,
+        "attn_implementation": model_args.attn_implementation, "dtype": model_args.dtype, **sharding,
         **(training_args.model_init_kwargs or {}),
     }
     return spec, apply_tool_chat_template(tokenizer, script_args.chat_template)
