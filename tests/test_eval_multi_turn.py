@@ -177,6 +177,52 @@ def test_injected_outputs_are_rejected_before_execution(tmp_path):
     assert step["executed"] == [f"cd(folder={create!r})"] and not marker.exists()
 
 
+def test_what_the_guard_passes_the_recheck_reads_back_unchanged():
+    # decode_execute re-checks the guard's own output by parsing it: both must apply the same limits, or a step
+    # passes the guard and then dies in the re-check (neither rejected nor executed, its tool_calls unanswered).
+    from balancetrl.data.calls import MAX_INT_BITS, CallParseError, parse_python_calls
+
+    docs = [{"name": "f", "parameters": {"type": "dict", "properties": {"a": {}}}}]
+    at_limit = 2**MAX_INT_BITS - 1
+    nested = "deep"
+    for _ in range(32):
+        nested = [nested]
+    for value in [at_limit, -at_limit, [{"n": at_limit}], nested, 1e300, "a\\(b", {"k(x)": ["ls (y)"]}, "\x00\ud800"]:
+        (source,) = executable_calls([{"name": "f", "arguments": {"a": value}}], docs)
+        assert parse_python_calls(source) == [{"name": "f", "arguments": {"a": value}}]
+        assert executable_calls(parse_python_calls(source), docs) == [source]
+    # one bit more: refused by the guard, for the limit the parser applies
+    for value in [2**MAX_INT_BITS, -(2**MAX_INT_BITS), [{"n": 2**MAX_INT_BITS}]]:
+        with pytest.raises(RejectedCall, match=f"f.a: an integer of {MAX_INT_BITS + 1} bits, over the limit of "
+                                               f"{MAX_INT_BITS}") as info:
+            executable_calls([{"name": "f", "arguments": {"a": value}}], docs)
+        assert info.value.reason == "value_too_large"
+        with pytest.raises(CallParseError, match="an integer too large to write as JSON"):
+            parse_python_calls(f"f(a={value!r})")
+
+
+def test_an_integer_past_the_limit_is_a_rejected_step():
+    # ~4,100 digits: JSON reads and writes it (Python's limit is 4,300), the Python-call re-check does not
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    big = int("9" * 4100)
+    seen = []
+
+    def model(messages, tools):
+        seen.append(messages)
+        return Scripted([[{"name": "cd", "arguments": {"folder": big}}]] * 4)(messages, tools)
+
+    outcome = mt.run_entry(model, item, "multi_turn_base")
+    step = outcome["turns"][0][0]
+    assert (step["rejected"], step["executed"], step["results"]) == (
+        f"value_too_large: cd.folder: an integer of {big.bit_length()} bits, over the limit of 13300", [], [])
+    assert len(outcome["turns"][0]) == 1  # the rejected step ends the turn
+    # the assistant's step went into the conversation as text: no tool_calls left without tool replies
+    turn_1_prompt = seen[1]
+    assert turn_1_prompt[1] == {"role": "assistant", "content": step["raw_output"]}
+    assert [m["role"] for m in turn_1_prompt] == ["user", "assistant", "user"]
+    assert mt.summarize_steps(outcome["turns"])["rejected_steps"] == 4
+
+
 # ---- environment isolation ----------------------------------------------------------------------------------------
 
 

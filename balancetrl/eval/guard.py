@@ -6,8 +6,10 @@ in its own module namespace. A function name, an argument name or a value is the
 only when its name is one of the entry's functions (those offered to the model, and the Miss Func entries' held-out
 ones, which bfcl's own ground truth may call before they are offered), every argument name is an
 identifier of that function's schema, and every value is plain data (str, int, finite float, bool, None, and lists
-and string-keyed dicts of those), which is what the parsers produce from JSON or ``ast`` literals. Anything else
-rejects the whole step: nothing of it is executed and the model has made no call.
+and string-keyed dicts of those), which is what the parsers produce from JSON or ``ast`` literals. Value limits are
+the parsers' (``data.calls.MAX_INT_BITS``; depth 32, far below theirs): the multi-turn handler parses the guard's
+output back before bfcl runs it, and that re-check must accept everything the guard passed. Anything else rejects
+the whole step: nothing of it is executed and the model has made no call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import keyword
 import math
 from typing import Any
+
+from ..data.calls import MAX_INT_BITS, int_too_large
 
 
 class RejectedCall(ValueError):
@@ -32,6 +36,10 @@ def _is_identifier(name: Any) -> bool:
 def _check_value(value: Any, where: str, depth: int = 0) -> None:
     if depth > 32:
         raise RejectedCall("value_too_deep", f"{where}: value nested deeper than 32 levels")
+    if isinstance(value, int) and not isinstance(value, bool) and int_too_large(value):
+        # the parsers' limit: decode_execute parses this call back, and must not refuse what passed here
+        raise RejectedCall("value_too_large", f"{where}: an integer of {abs(value).bit_length()} bits, over the "
+                                              f"limit of {MAX_INT_BITS}")
     if value is None or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, float):
