@@ -101,6 +101,15 @@ def test_broken_trajectories_fail_with_bfcls_reason():
 # ---- the execution guard ------------------------------------------------------------------------------------------
 
 
+class Printed(str):
+    def __repr__(self):
+        return "__import__('os')"
+
+
+class PrintedDict(dict):
+    __repr__ = Printed.__repr__
+
+
 def test_guard_accepts_literals_and_rejects_everything_else():
     docs = [{"name": "cd", "parameters": {"type": "dict", "properties": {"folder": {"type": "string"}}}}]
     assert executable_calls([{"name": "cd", "arguments": {"folder": "a'b\"c"}}], docs) == ["cd(folder='a\\'b\"c')"]
@@ -113,6 +122,10 @@ def test_guard_accepts_literals_and_rejects_everything_else():
         "keyword arg": {"name": "cd", "arguments": {"lambda": "x"}},
         "nan": {"name": "cd", "arguments": {"folder": float("nan")}},
         "object": {"name": "cd", "arguments": {"folder": object()}},
+        # a subclass prints itself as it likes: only the built-in types' repr is known to be a literal
+        "str subclass": {"name": "cd", "arguments": {"folder": Printed("x")}},
+        "dict subclass": {"name": "cd", "arguments": {"folder": PrintedDict()}},
+        "str subclass name": {"name": Printed("cd"), "arguments": {}},
     }
     reasons = {}
     for label, call in cases.items():
@@ -122,8 +135,11 @@ def test_guard_accepts_literals_and_rejects_everything_else():
     assert reasons == {
         "__import__": "unknown_function", "os.system": "unknown_function", "name injection": "unknown_function",
         "arg injection": "bad_argument_name", "unknown arg": "unknown_argument", "keyword arg": "bad_argument_name",
-        "nan": "non_literal_value", "object": "non_literal_value",
+        "nan": "non_literal_value", "object": "non_literal_value", "str subclass": "non_literal_value",
+        "dict subclass": "non_literal_value", "str subclass name": "unknown_function",
     }
+    # what the guard would otherwise have written for them
+    assert f"{Printed('x')!r} {PrintedDict()!r}" == "__import__('os') __import__('os')"
 
 
 def test_injected_outputs_are_rejected_before_execution(tmp_path):

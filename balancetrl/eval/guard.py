@@ -9,7 +9,8 @@ identifier of that function's schema, and every value is plain data (str, int, f
 and string-keyed dicts of those), which is what the parsers produce from JSON or ``ast`` literals. Value limits are
 the parsers' (``data.calls.MAX_INT_BITS``; depth 32, far below theirs): the multi-turn handler parses the guard's
 output back before bfcl runs it, and that re-check must accept everything the guard passed. Anything else rejects
-the whole step: nothing of it is executed and the model has made no call.
+the whole step: nothing of it is executed and the model has made no call. The types are checked exactly (a
+subclass could print itself as anything), so a value's source is what the built-in ``repr`` writes.
 """
 
 from __future__ import annotations
@@ -30,33 +31,34 @@ class RejectedCall(ValueError):
 
 
 def _is_identifier(name: Any) -> bool:
-    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+    return type(name) is str and name.isidentifier() and not keyword.iskeyword(name)
 
 
 def _check_value(value: Any, where: str, depth: int = 0) -> None:
     if depth > 32:
         raise RejectedCall("value_too_deep", f"{where}: value nested deeper than 32 levels")
-    if isinstance(value, int) and not isinstance(value, bool) and int_too_large(value):
+    kind = type(value)  # exactly: see the module docstring
+    if kind is int and int_too_large(value):
         # the parsers' limit: decode_execute parses this call back, and must not refuse what passed here
         raise RejectedCall("value_too_large", f"{where}: an integer of {abs(value).bit_length()} bits, over the "
                                               f"limit of {MAX_INT_BITS}")
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or kind in (bool, int, str):
         return
-    if isinstance(value, float):
+    if kind is float:
         if not math.isfinite(value):  # repr gives `inf`/`nan`: names, not literals
             raise RejectedCall("non_literal_value", f"{where}: non-finite number {value!r}")
         return
-    if isinstance(value, list):
+    if kind is list:
         for item in value:
             _check_value(item, where, depth + 1)
         return
-    if isinstance(value, dict):
+    if kind is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise RejectedCall("non_literal_value", f"{where}: dict key {key!r} is not a string")
             _check_value(item, where, depth + 1)
         return
-    raise RejectedCall("non_literal_value", f"{where}: {type(value).__name__} is not a literal value")
+    raise RejectedCall("non_literal_value", f"{where}: {kind.__name__} is not a literal value")
 
 
 def executable_calls(calls: list[dict], functions: list[dict]) -> list[str]:
