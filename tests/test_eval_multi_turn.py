@@ -187,10 +187,12 @@ def test_injected_outputs_are_rejected_before_execution(tmp_path):
         "f-string in value": ("call_parse_error", []),
         "non-identifier kwarg via json": ("bad_argument_name", []),
     }
-    # A string that looks like code is only data: executed as a literal, nothing runs.
+    # A string that looks like code is only data: executed as a literal (its parentheses escaped for bfcl's
+    # rewrite), nothing runs.
     text = block("cd", {"folder": f"{create}"})
     step = mt.run_entry(Scripted([text] * 4), item, "multi_turn_base")["turns"][0][0]
-    assert step["executed"] == [f"cd(folder={create!r})"] and not marker.exists()
+    assert step["executed"] == [f"cd(folder=\"open\\x28'{marker}', 'w').close\\x28)\")"] and not marker.exists()
+    assert ast.literal_eval(step["executed"][0].removeprefix("cd(folder=")[:-1]) == create
 
 
 def test_what_the_guard_passes_the_recheck_reads_back_unchanged():
@@ -237,6 +239,34 @@ def test_an_integer_past_the_limit_is_a_rejected_step():
     assert turn_1_prompt[1] == {"role": "assistant", "content": step["raw_output"]}
     assert [m["role"] for m in turn_1_prompt] == ["user", "assistant", "user"]
     assert mt.summarize_steps(outcome["turns"])["rejected_steps"] == 4
+
+
+# `word(` anywhere in the text: bfcl's executor (multi_turn_utils._process_method_calls) would turn it into
+# `<instance>.word(` inside the string literal
+PAREN_STRINGS = ["run ls(now)", "cd (x) && pwd()", "a\\(b", "it's ls('x')", "mv(\n)"]
+
+
+def test_values_reach_the_function_exactly_as_the_model_sent_them():
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    calls = [{"name": "echo", "arguments": {"content": text}} for text in PAREN_STRINGS]
+    outcome = mt.run_entry(Scripted([calls] * 4), item, "multi_turn_base")
+    step = outcome["turns"][0][0]
+    assert step["rejected"] is None and len(step["executed"]) == len(PAREN_STRINGS)
+    # bfcl's GorillaFileSystem.echo returns what it received
+    assert [json.loads(result) for result in step["results"]] == [{"terminal_output": t} for t in PAREN_STRINGS]
+    assert [ast.literal_eval(s.removeprefix("echo(content=")[:-1]) for s in step["executed"]] == PAREN_STRINGS
+
+
+def test_bfcls_rewrite_touches_only_the_function_name():
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import _process_method_calls
+
+    docs = [{"name": "echo", "parameters": {"type": "dict", "properties": {"content": {}, "extra": {}}}}]
+    mapping = {name: "fs" for name in ["echo", "ls", "cd", "pwd", "mv"]}
+    value = {"ls(x)": PAREN_STRINGS, "cd (": [{"pwd()": "mv("}]}
+    (source,) = executable_calls([{"name": "echo", "arguments": {"content": PAREN_STRINGS[0], "extra": value}}], docs)
+    assert _process_method_calls(source, mapping) == "fs." + source
+    assert source == ("echo(content='run ls\\x28now)',extra={'ls\\x28x)': ['run ls\\x28now)', 'cd \\x28x) && pwd\\x28)', "
+                      "'a\\\\\\x28b', \"it's ls\\x28'x')\", 'mv\\x28\\n)'], 'cd \\x28': [{'pwd\\x28)': 'mv\\x28'}]})")
 
 
 # ---- environment isolation ----------------------------------------------------------------------------------------

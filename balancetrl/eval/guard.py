@@ -1,4 +1,4 @@
-"""Execution guard: model-chosen calls are checked before bfcl's executor turns them into Python source and
+r"""Execution guard: model-chosen calls are checked before bfcl's executor turns them into Python source and
 ``eval``s it.
 
 bfcl's multi-turn executor builds ``name(key=repr(value), ...)`` strings from the model's calls and evaluates them
@@ -11,6 +11,19 @@ the parsers' (``data.calls.MAX_INT_BITS``; depth 32, far below theirs): the mult
 output back before bfcl runs it, and that re-check must accept everything the guard passed. Anything else rejects
 the whole step: nothing of it is executed and the model has made no call. The types are checked exactly (a
 subclass could print itself as anything), so a value's source is what the built-in ``repr`` writes.
+
+Before its ``eval``, bfcl's executor (``multi_turn_utils._process_method_calls``) rewrites every match of
+``\b([a-zA-Z_]\w*)\s*(?=\()`` naming a method of the entry's classes into ``<instance>.name``, string literals
+included: ``echo(content='run ls(now)')`` would run as ``echo(content='run <instance>.ls(now)')``. So a value is
+written as its ``repr`` with every ``(`` replaced by ``\x28`` (``_source``). That text is still one literal of the
+same value, and nothing of the model's text becomes code:
+
+- in the ``repr`` of these types a ``(`` occurs only inside a string literal: ints, finite floats, bools, None,
+  lists and dicts print none of their own;
+- there it is never part of an escape sequence (``repr`` writes a backslash only as ``\\`` or to start
+  ``\n``/``\xhh``/``\uhhhh``-style escapes of letters and hex digits), so ``\x28`` stands where a whole character
+  stood and is itself a whole escape, read back as ``(`` (``ast.literal_eval`` returns the value unchanged);
+- the only ``(`` left in a call's source is the one after its function name, the only match bfcl's rewrite finds.
 """
 
 from __future__ import annotations
@@ -61,6 +74,12 @@ def _check_value(value: Any, where: str, depth: int = 0) -> None:
     raise RejectedCall("non_literal_value", f"{where}: {kind.__name__} is not a literal value")
 
 
+def _source(value: Any) -> str:
+    """A value ``_check_value`` accepted, as a Python literal without ``(``: bfcl's rewrite leaves it alone (module
+    docstring)."""
+    return repr(value).replace("(", "\\x28")
+
+
 def executable_calls(calls: list[dict], functions: list[dict]) -> list[str]:
     """bfcl executor strings (``name(key=repr(value),...)``, bfcl's own ``convert_to_function_call`` format) of
     ``calls`` (``{"name", "arguments"}`` dicts), or ``RejectedCall`` naming the first call that must not run.
@@ -82,5 +101,5 @@ def executable_calls(calls: list[dict], functions: list[dict]) -> list[str]:
             if key not in properties:
                 raise RejectedCall("unknown_argument", f"{name}: {key!r} is not a parameter of its schema")
             _check_value(value, f"{name}.{key}")
-        out.append(f"{name}(" + ",".join(f"{key}={value!r}" for key, value in arguments.items()) + ")")
+        out.append(f"{name}(" + ",".join(f"{key}={_source(value)}" for key, value in arguments.items()) + ")")
     return out
