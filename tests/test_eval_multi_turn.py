@@ -101,6 +101,15 @@ def test_broken_trajectories_fail_with_bfcls_reason():
 # ---- the execution guard ------------------------------------------------------------------------------------------
 
 
+class Printed(str):
+    def __repr__(self):
+        return "__import__('os')"
+
+
+class PrintedDict(dict):
+    __repr__ = Printed.__repr__
+
+
 def test_guard_accepts_literals_and_rejects_everything_else():
     docs = [{"name": "cd", "parameters": {"type": "dict", "properties": {"folder": {"type": "string"}}}}]
     assert executable_calls([{"name": "cd", "arguments": {"folder": "a'b\"c"}}], docs) == ["cd(folder='a\\'b\"c')"]
@@ -113,6 +122,10 @@ def test_guard_accepts_literals_and_rejects_everything_else():
         "keyword arg": {"name": "cd", "arguments": {"lambda": "x"}},
         "nan": {"name": "cd", "arguments": {"folder": float("nan")}},
         "object": {"name": "cd", "arguments": {"folder": object()}},
+        # a subclass prints itself as it likes: only the built-in types' repr is known to be a literal
+        "str subclass": {"name": "cd", "arguments": {"folder": Printed("x")}},
+        "dict subclass": {"name": "cd", "arguments": {"folder": PrintedDict()}},
+        "str subclass name": {"name": Printed("cd"), "arguments": {}},
     }
     reasons = {}
     for label, call in cases.items():
@@ -122,8 +135,11 @@ def test_guard_accepts_literals_and_rejects_everything_else():
     assert reasons == {
         "__import__": "unknown_function", "os.system": "unknown_function", "name injection": "unknown_function",
         "arg injection": "bad_argument_name", "unknown arg": "unknown_argument", "keyword arg": "bad_argument_name",
-        "nan": "non_literal_value", "object": "non_literal_value",
+        "nan": "non_literal_value", "object": "non_literal_value", "str subclass": "non_literal_value",
+        "dict subclass": "non_literal_value", "str subclass name": "unknown_function",
     }
+    # what the guard would otherwise have written for them
+    assert f"{Printed('x')!r} {PrintedDict()!r}" == "__import__('os') __import__('os')"
 
 
 def test_injected_outputs_are_rejected_before_execution(tmp_path):
@@ -171,10 +187,86 @@ def test_injected_outputs_are_rejected_before_execution(tmp_path):
         "f-string in value": ("call_parse_error", []),
         "non-identifier kwarg via json": ("bad_argument_name", []),
     }
-    # A string that looks like code is only data: executed as a literal, nothing runs.
+    # A string that looks like code is only data: executed as a literal (its parentheses escaped for bfcl's
+    # rewrite), nothing runs.
     text = block("cd", {"folder": f"{create}"})
     step = mt.run_entry(Scripted([text] * 4), item, "multi_turn_base")["turns"][0][0]
-    assert step["executed"] == [f"cd(folder={create!r})"] and not marker.exists()
+    assert step["executed"] == [f"cd(folder=\"open\\x28'{marker}', 'w').close\\x28)\")"] and not marker.exists()
+    assert ast.literal_eval(step["executed"][0].removeprefix("cd(folder=")[:-1]) == create
+
+
+def test_what_the_guard_passes_the_recheck_reads_back_unchanged():
+    # decode_execute re-checks the guard's own output by parsing it: both must apply the same limits, or a step
+    # passes the guard and then dies in the re-check (neither rejected nor executed, its tool_calls unanswered).
+    from balancetrl.data.calls import MAX_INT_BITS, CallParseError, parse_python_calls
+
+    docs = [{"name": "f", "parameters": {"type": "dict", "properties": {"a": {}}}}]
+    at_limit = 2**MAX_INT_BITS - 1
+    nested = "deep"
+    for _ in range(32):
+        nested = [nested]
+    for value in [at_limit, -at_limit, [{"n": at_limit}], nested, 1e300, "a\\(b", {"k(x)": ["ls (y)"]}, "\x00\ud800"]:
+        (source,) = executable_calls([{"name": "f", "arguments": {"a": value}}], docs)
+        assert parse_python_calls(source) == [{"name": "f", "arguments": {"a": value}}]
+        assert executable_calls(parse_python_calls(source), docs) == [source]
+    # one bit more: refused by the guard, for the limit the parser applies
+    for value in [2**MAX_INT_BITS, -(2**MAX_INT_BITS), [{"n": 2**MAX_INT_BITS}]]:
+        with pytest.raises(RejectedCall, match=f"f.a: an integer of {MAX_INT_BITS + 1} bits, over the limit of "
+                                               f"{MAX_INT_BITS}") as info:
+            executable_calls([{"name": "f", "arguments": {"a": value}}], docs)
+        assert info.value.reason == "value_too_large"
+        with pytest.raises(CallParseError, match="an integer too large to write as JSON"):
+            parse_python_calls(f"f(a={value!r})")
+
+
+def test_an_integer_past_the_limit_is_a_rejected_step():
+    # ~4,100 digits: JSON reads and writes it (Python's limit is 4,300), the Python-call re-check does not
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    big = int("9" * 4100)
+    seen = []
+
+    def model(messages, tools):
+        seen.append(messages)
+        return Scripted([[{"name": "cd", "arguments": {"folder": big}}]] * 4)(messages, tools)
+
+    outcome = mt.run_entry(model, item, "multi_turn_base")
+    step = outcome["turns"][0][0]
+    assert (step["rejected"], step["executed"], step["results"]) == (
+        f"value_too_large: cd.folder: an integer of {big.bit_length()} bits, over the limit of 13300", [], [])
+    assert len(outcome["turns"][0]) == 1  # the rejected step ends the turn
+    # the assistant's step went into the conversation as text: no tool_calls left without tool replies
+    turn_1_prompt = seen[1]
+    assert turn_1_prompt[1] == {"role": "assistant", "content": step["raw_output"]}
+    assert [m["role"] for m in turn_1_prompt] == ["user", "assistant", "user"]
+    assert mt.summarize_steps(outcome["turns"])["rejected_steps"] == 4
+
+
+# `word(` anywhere in the text: bfcl's executor (multi_turn_utils._process_method_calls) would turn it into
+# `<instance>.word(` inside the string literal
+PAREN_STRINGS = ["run ls(now)", "cd (x) && pwd()", "a\\(b", "it's ls('x')", "mv(\n)"]
+
+
+def test_values_reach_the_function_exactly_as_the_model_sent_them():
+    (item,) = mt.load_entries("multi_turn_base", 1)
+    calls = [{"name": "echo", "arguments": {"content": text}} for text in PAREN_STRINGS]
+    outcome = mt.run_entry(Scripted([calls] * 4), item, "multi_turn_base")
+    step = outcome["turns"][0][0]
+    assert step["rejected"] is None and len(step["executed"]) == len(PAREN_STRINGS)
+    # bfcl's GorillaFileSystem.echo returns what it received
+    assert [json.loads(result) for result in step["results"]] == [{"terminal_output": t} for t in PAREN_STRINGS]
+    assert [ast.literal_eval(s.removeprefix("echo(content=")[:-1]) for s in step["executed"]] == PAREN_STRINGS
+
+
+def test_bfcls_rewrite_touches_only_the_function_name():
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import _process_method_calls
+
+    docs = [{"name": "echo", "parameters": {"type": "dict", "properties": {"content": {}, "extra": {}}}}]
+    mapping = {name: "fs" for name in ["echo", "ls", "cd", "pwd", "mv"]}
+    value = {"ls(x)": PAREN_STRINGS, "cd (": [{"pwd()": "mv("}]}
+    (source,) = executable_calls([{"name": "echo", "arguments": {"content": PAREN_STRINGS[0], "extra": value}}], docs)
+    assert _process_method_calls(source, mapping) == "fs." + source
+    assert source == ("echo(content='run ls\\x28now)',extra={'ls\\x28x)': ['run ls\\x28now)', 'cd \\x28x) && pwd\\x28)', "
+                      "'a\\\\\\x28b', \"it's ls\\x28'x')\", 'mv\\x28\\n)'], 'cd \\x28': [{'pwd\\x28)': 'mv\\x28'}]})")
 
 
 # ---- environment isolation ----------------------------------------------------------------------------------------

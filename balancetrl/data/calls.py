@@ -59,14 +59,21 @@ _BARE_CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\((?:[A-Za-z_]\w*\s*=.*)?\)$", re.D
 _PYTHON_LIST_RE = re.compile(r"^\[\s*[A-Za-z_][\w.]*\s*\(")
 # BFCL and some generators write JSON literals inside Python calls.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
-# ~4,000 decimal digits: below the 4,300 past which Python refuses to print an int (json.dumps included)
-_MAX_INT_BITS = 13_300
+# The size limit of an integer value in a Python call, here and in eval.guard (whose output the multi-turn handler
+# parses back here: one limit, or a call passes the guard and fails that re-check). ~4,000 decimal digits: below
+# the 4,300 past which Python refuses to print an int (json.dumps and repr included). In bits because a bit length
+# is free and counting decimal digits is not.
+MAX_INT_BITS = 13_300
+
+
+def int_too_large(value: int) -> bool:
+    return abs(value).bit_length() > MAX_INT_BITS
 
 
 def _literal(node: ast.AST) -> Any:
     """Convert an AST literal to a JSON-like value (tuples and sets become lists)."""
     if isinstance(node, ast.Constant) and not isinstance(node.value, (bytes, complex)) and node.value is not ...:
-        if type(node.value) is int and abs(node.value).bit_length() > _MAX_INT_BITS:
+        if type(node.value) is int and int_too_large(node.value):
             # a hex literal parses to any size, but no JSON writer can then print it in decimal
             raise CallParseError("call_parse_error", "an integer too large to write as JSON")
         return node.value

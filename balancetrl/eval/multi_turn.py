@@ -121,7 +121,7 @@ class StepLog:
     content: str = ""
     parse_error: str | None = None
     rejected: str | None = None  # guard reason: nothing of this step was executed
-    executed: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)  # as bfcl ran them: a value's `(` written `\x28` (eval.guard)
     results: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
