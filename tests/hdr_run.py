@@ -62,17 +62,19 @@ def memorise(out_dir: str | Path) -> Path:
 
 
 def build(output_dir: str, model_dir: str | Path, judges: list, *, max_rounds: int = 2, unseen: bool = True,
-          save_steps: int | None = None, seed: int = 7, judge_timeout: float = 2.0, judge_retries: int = 1):
+          save_steps: int | None = None, seed: int = 7, judge_timeout: float = 2.0, judge_retries: int = 1,
+          per_device_train_batch_size: int = 2, max_new_tokens: int = 160):
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     single, parallel, _, _ = make_conversations()
     args = BalanceSFTConfig(
-        output_dir=output_dir, report_to=[], use_cpu=True, per_device_train_batch_size=2, learning_rate=1e-3,
+        output_dir=output_dir, report_to=[], use_cpu=True, per_device_train_batch_size=per_device_train_batch_size,
+        learning_rate=1e-3,
         ssb_lambda_lr=1e-2, logging_steps=1, seed=seed, lr_scheduler_type="constant", disable_tqdm=True,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
     )
     hdr = HDRConfig(
-        cold_start_epochs=1, max_rounds=max_rounds, num_generations=3, temperature=0.3, max_new_tokens=160,
+        cold_start_epochs=1, max_rounds=max_rounds, num_generations=3, temperature=0.3, max_new_tokens=max_new_tokens,
         judges=judges, judge_timeout=judge_timeout, judge_retries=judge_retries, round_size=4, replay_ratio=0.5,
     )
     callback = HDRCallback(hdr, hard_set=hard_records(unseen))
