@@ -132,3 +132,14 @@ def test_accumulation_4x1_vs_1x4_differs_by_the_aux_term_alone(tokenizer, conver
     assert log_full["aux_loss"] > 0
     if ssb:  # the aux term does not involve λ
         assert abs(dlam_full) > 1e-4 and abs(dlam_full - dlam_accum) / abs(dlam_full) < 1e-5
+
+
+def test_compute_loss_outside_train_takes_one_accumulation_step(tokenizer, conversations, tmp_path):
+    # a user's own call in train mode without trainer.train(): Trainer sets current_gradient_accumulation_steps only
+    # inside its loop (TRL's own compute_loss works there, ours raised AttributeError)
+    trainer = make_trainer(tokenizer, conversations, tmp_path, per_device_train_batch_size=4)
+    assert not hasattr(trainer, "current_gradient_accumulation_steps")
+    batch = one_batch(trainer)
+    trainer.model.train()
+    outside = trainer.compute_loss(trainer.model, dict(batch))
+    assert outside.item() == pytest.approx(_step_loss(trainer, batch).item(), rel=1e-6)  # _step_loss sets it to 1

@@ -1,6 +1,7 @@
 """BalanceSFTTrainer on a tiny in-process Llama: the loss, λ's training, accumulation invariance, logging."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -133,3 +134,23 @@ def test_lambda_has_its_own_param_group(tokenizer, conversations, tmp_path):
     groups = [g for g in trainer.optimizer.param_groups if any(p is phi for p in g["params"])]
     assert len(groups) == 1 and len(groups[0]["params"]) == 1
     assert groups[0]["weight_decay"] == 0.0 and groups[0]["initial_lr"] == 0.25
+
+
+def test_lambda_group_is_added_once_when_trainer_builds_the_optimizer_twice(tokenizer, conversations, tmp_path):
+    # Under DeepSpeed, Trainer calls create_optimizer in deepspeed_init and again in _prepare_for_training (which
+    # returns the optimizer already built): torch raised "some parameters appear in more than one parameter group"
+    trainer = make_trainer(tokenizer, conversations, tmp_path, per_device_train_batch_size=2, ssb_lambda_lr=0.25)
+    first = trainer.create_optimizer()
+    assert trainer.create_optimizer() is first
+    phi = trainer.model.balancetrl_ssb.phi
+    assert sum(p is phi for group in first.param_groups for p in group["params"]) == 1
+
+
+def test_every_parameter_can_be_broadcast_as_bytes_as_deepspeed_does(tokenizer, conversations, tmp_path):
+    # DeepSpeed's engine broadcasts each parameter as p.data.view(torch.uint8), impossible for a 0-dim tensor
+    trainer = make_trainer(tokenizer, conversations, tmp_path, per_device_train_batch_size=2)
+    for name, p in trainer.model.named_parameters():
+        assert p.dim() > 0 and p.data.view(torch.uint8).numel() == p.numel() * p.element_size(), name
+    assert trainer.ssb_lambda == pytest.approx(0.7, abs=1e-7)  # φ stored as fp32
+    assert trainer.ssb_phi == pytest.approx(math.log((0.65 / 0.9) / (1 - 0.65 / 0.9)), abs=1e-6)  # λ in (0.05, 0.95)
+
