@@ -14,7 +14,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
-	$(PIP) install -q -c constraints.txt -e ".[dev,gguf]"
+	# deepspeed and bitsandbytes: the engine and QLoRA tests run them on CPU ranks (without them those tests skip, saying so)
+	$(PIP) install -q -c constraints.txt -e ".[dev,gguf,deepspeed,qlora]"
 	# bfcl-eval (BFCL data + checkers) pins numpy==1.26.4, which the pyarrow that `datasets` needs cannot import;
 	# its checkers run fine on numpy 2, so it is installed under the constraints less numpy, and numpy is put back.
 	# qwen-agent (its dependency) imports soundfile without declaring it.

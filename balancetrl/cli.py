@@ -18,21 +18,36 @@ from trl.cli.commands.training import TrainingCommand
 
 from .vendor.trl_cli import subtract_subsequence
 
-# Accelerate configs shipped in recipes/accelerate/ (a source checkout): `--accelerate_config zero3` finds ours
-# first (they set λ's parameter group up as balancetrl needs; only multi_cpu has run here, the GPU ones have not),
-# then TRL's own names.
-RECIPES_ACCELERATE = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
+ACCELERATE_CONFIGS = "balancetrl.accelerate_configs"  # the accelerate configs shipped inside the package
+
+
+def config_names(package: str) -> list[str]:
+    from importlib.resources import files
+
+    return sorted(p.name[: -len(".yaml")] for p in files(package).iterdir() if p.name.endswith(".yaml"))
 
 
 def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
+    """`--accelerate_config NAME|PATH` -> `--config_file PATH`: a file as given, else ours by name (they set λ's
+    parameter group and the CPU engines up as balancetrl needs), else TRL's by name; any other name is an error that
+    lists both sets."""
+    from importlib.resources import files
+
     from trl.cli.accelerate_config import resolve_accelerate_config_argument
 
     if "--accelerate_config" in launch_args:
         i = launch_args.index("--accelerate_config")
-        if i + 1 < len(launch_args):
-            ours = RECIPES_ACCELERATE / f"{launch_args[i + 1]}.yaml"
-            if not Path(launch_args[i + 1]).is_file() and ours.is_file():
+        if i + 1 < len(launch_args) and not Path(launch_args[i + 1]).is_file():
+            name = launch_args[i + 1]
+            ours = files(ACCELERATE_CONFIGS) / f"{name}.yaml"
+            if ours.is_file():
                 launch_args = launch_args[: i + 1] + [str(ours)] + launch_args[i + 2:]
+            elif name not in config_names("trl.accelerate_configs"):
+                raise ValueError(
+                    f"--accelerate_config {name!r} is neither a file nor a config name: balancetrl's are "
+                    f"{', '.join(config_names(ACCELERATE_CONFIGS))}; TRL's are "
+                    f"{', '.join(config_names('trl.accelerate_configs'))}"
+                )
     return resolve_accelerate_config_argument(launch_args)
 
 

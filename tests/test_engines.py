@@ -186,7 +186,7 @@ def test_accelerate_fsdp_config_on_cpu_ranks_is_refused_not_run_as_ddp(setup, tm
     import yaml
 
     root, recipe = setup
-    config = yaml.safe_load((ROOT / "recipes" / "accelerate" / "fsdp2.yaml").read_text())
+    config = yaml.safe_load((ROOT / "balancetrl" / "accelerate_configs" / "fsdp2.yaml").read_text())
     config.update(num_processes=2, use_cpu=True, mixed_precision="no")  # the GPU config, as a CPU user would edit it
     (tmp_path / "fsdp2.yaml").write_text(yaml.safe_dump(config))
     r = run(recipe, tmp_path / "run", "--accelerate_config", str(tmp_path / "fsdp2.yaml"), check=False)
@@ -208,7 +208,7 @@ def test_hdr_round_under_zero3_with_uneven_generations_gives_every_rank_the_same
     report.mkdir()
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(ROOT / "recipes" / "accelerate" / "zero3_cpu.yaml"), "--main_process_port", str(_free_port()),
+         str(ROOT / "balancetrl" / "accelerate_configs" / "zero3_cpu.yaml"), "--main_process_port", str(_free_port()),
          str(ROOT / "tests" / "hdr_ranks.py"), "--output-dir", str(tmp_path / "run"), "--model-dir", str(model_dir),
          "--report", str(report)],
         check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, cwd=ROOT,

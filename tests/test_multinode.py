@@ -49,7 +49,7 @@ def test_hdr_rounds_on_node_0_reach_every_rank(tmp_path):
 
 
 def test_multi_node_accelerate_config():
-    config = load_config_from_file(str(ROOT / "recipes" / "accelerate" / "multi_node.yaml"))
+    config = load_config_from_file(str(ROOT / "balancetrl" / "accelerate_configs" / "multi_node.yaml"))
     assert config.num_machines == 2 and config.num_processes == 16 and config.machine_rank == 0
     assert config.distributed_type.value == "MULTI_GPU" and config.rdzv_backend == "static"
     assert config.main_process_ip and config.main_process_port

@@ -12,7 +12,7 @@ from balancetrl.scripts.recipe import RecipeError
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*/*.yaml") if p.parent.name != "accelerate")
-ACCELERATE = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+ACCELERATE = sorted((ROOT / "balancetrl" / "accelerate_configs").glob("*.yaml"))
 
 
 def parse(path, *flags):
@@ -53,7 +53,7 @@ def test_recipe_parses_with_every_key_used(path):
 def test_paper_setup_numbers():
     path = ROOT / "recipes" / "qwen2.5-coder-7b-instruct" / "balance_sft.yaml"
     _, training, _, _, hdr, _, _ = parse(path)
-    acc = yaml.safe_load((ROOT / "recipes" / "accelerate" / "zero3.yaml").read_text())
+    acc = yaml.safe_load((ROOT / "balancetrl" / "accelerate_configs" / "zero3.yaml").read_text())
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps * acc["num_processes"] == 512
     assert training.warmup_steps == 0.05 and training.ssb_lambda_init == 0.7
     assert hdr.max_rounds == 10 and len(hdr.judges) == 3 and hdr.num_generations == 3 and hdr.temperature == 0.7

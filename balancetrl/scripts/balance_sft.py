@@ -3,7 +3,7 @@
 ```bash
 balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml            # CPU demo
 balancetrl balance-sft --config recipes/qwen2.5-coder-7b-instruct/balance_sft.yaml \
-    --accelerate_config recipes/accelerate/zero3.yaml                                # 8 GPUs, ZeRO-3
+    --accelerate_config zero3                                                        # 8 GPUs, ZeRO-3
 python -m balancetrl.scripts.balance_sft --config RECIPE [--flag value ...]         # same, no launcher
 ```
 
