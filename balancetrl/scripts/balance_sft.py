@@ -295,6 +295,10 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     quantization_config = get_quantization_config(model_args)
     model, tokenizer = model_and_tokenizer(model_args, script_args, training_args,
                                            local and quantization_config is None)
+    if quantization_config is not None and training_args.use_cpu:
+        # transformers' bitsandbytes quantizer places a model loaded without a device map on the GPU when there is
+        # one (TRL passes none on the CPU); `use_cpu` trains on the CPU, so the quantised weights go there
+        training_args.model_init_kwargs = {"device_map": {"": "cpu"}, **training_args.model_init_kwargs}
     trainer = BalanceSFTTrainer(
         model=model, args=training_args, train_dataset=to_training_dataset(train), eval_dataset=eval_dataset,
         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks,

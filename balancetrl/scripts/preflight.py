@@ -104,11 +104,14 @@ def check_judges(hdr_config) -> None:
 
 
 def check_quantization(model_args, training_args) -> None:
-    """`load_in_4bit` / `load_in_8bit` (TRL's ModelConfig) are honoured with bitsandbytes on a CUDA GPU or refused
-    here: never train in a precision the user did not ask for."""
-    import importlib.util
+    """`load_in_4bit` / `load_in_8bit` (TRL's ModelConfig) are honoured with bitsandbytes wherever its installed
+    version has a backend for (CUDA; the CPU too in 0.50: NF4/FP4 and LLM.int8 train there under LoRA), or refused
+    here with the reason: never train in a precision the user did not ask for.
 
-    import torch
+    The 4-bit compute dtype is `dtype` (TRL's `get_quantization_config` passes it as `bnb_4bit_compute_dtype`);
+    bitsandbytes' CPU backend dequantises to float32, bfloat16 and float16 alike.
+    """
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION, is_bitsandbytes_available
 
     from ..models import resolve_spec
 
@@ -116,12 +119,21 @@ def check_quantization(model_args, training_args) -> None:
         return
     key = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
     problems = []
-    if importlib.util.find_spec("bitsandbytes") is None:
-        problems.append("bitsandbytes is not installed (`pip install bitsandbytes`)")
-    if training_args.use_cpu or not torch.cuda.is_available():
-        problems.append("bitsandbytes quantised training runs on CUDA GPUs and this run is on the CPU")
+    if not is_bitsandbytes_available():  # transformers' own test, with its minimum version
+        problems.append(f"bitsandbytes>={BITSANDBYTES_MIN_VERSION} is not installed "
+                        f"(`pip install -U 'bitsandbytes>={BITSANDBYTES_MIN_VERSION}'`)")
+    else:
+        from transformers.integrations.bitsandbytes import validate_bnb_backend_availability
+
+        try:  # the check from_pretrained runs: this machine's devices against bitsandbytes' backends
+            validate_bnb_backend_availability(raise_exception=True)
+        except RuntimeError as e:
+            problems.append(f"bitsandbytes says: {e}")
     if not model_args.use_peft:
         problems.append("quantised weights cannot be trained directly: set `use_peft: true` (QLoRA)")
+    if model_args.load_in_4bit and model_args.dtype == "auto":
+        problems.append("TRL's get_quantization_config takes `bnb_4bit_compute_dtype` from `dtype`, and `auto` is not "
+                        "a dtype: set `dtype: float32` (a CPU without bf16 units), `bfloat16` or `float16`")
     try:
         if resolve_spec(model_args.model_name_or_path)[1] is not None:
             problems.append("a .gguf model is dequantised on load: give a model folder or a hub id")
@@ -129,6 +141,6 @@ def check_quantization(model_args, training_args) -> None:
         pass  # a hub id: TRL loads it with the quantization config
     if problems:
         raise PreflightError(
-            f"`{key}: true` cannot be honoured: " + "; ".join(problems) + f". Run on a CUDA GPU with bitsandbytes, "
-            f"or drop `{key}` to train in `dtype` ({model_args.dtype or 'float32'}) instead"
+            f"`{key}: true` cannot be honoured: " + "; ".join(problems) + f". Fix that, or drop `{key}` to train in "
+            f"`dtype` ({model_args.dtype or 'float32'}) instead"
         )
