@@ -20,16 +20,16 @@ def main():
     parser.add_argument("--report", required=True, help="folder for rank<N>.json")
     opts = parser.parse_args()
     lengths = []
-    complete = TransformersGeneration._complete
+    generate_batch = TransformersGeneration._generate_batch
 
-    def recording(self, prompt_ids, *args, **kwargs):  # this rank's shard: how long each completion ran
-        rows = complete(self, prompt_ids, *args, **kwargs)
+    def recording(self, *args, **kwargs):  # one generate call of this rank: how long each completion ran
+        rows = generate_batch(self, *args, **kwargs)
         lengths.append([[c.completion_tokens for c in row] for row in rows])
         return rows
 
-    TransformersGeneration._complete = recording
+    TransformersGeneration._generate_batch = recording
     trainer = build(opts.output_dir, opts.model_dir, judges=[], max_rounds=1, per_device_train_batch_size=1,
-                    max_new_tokens=96)
+                    max_new_tokens=96, generation_batch_size=1)
     trainer.train()
     rank = trainer.accelerator.process_index
     Path(opts.report, f"rank{rank}.json").write_text(json.dumps({

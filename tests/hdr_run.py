@@ -63,7 +63,7 @@ def memorise(out_dir: str | Path) -> Path:
 
 def build(output_dir: str, model_dir: str | Path, judges: list, *, max_rounds: int = 2, unseen: bool = True,
           save_steps: int | None = None, seed: int = 7, judge_timeout: float = 2.0, judge_retries: int = 1,
-          per_device_train_batch_size: int = 2, max_new_tokens: int = 160):
+          per_device_train_batch_size: int = 2, max_new_tokens: int = 160, generation_batch_size: int = 8):
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     single, parallel, _, _ = make_conversations()
@@ -75,7 +75,8 @@ def build(output_dir: str, model_dir: str | Path, judges: list, *, max_rounds: i
     )
     hdr = HDRConfig(
         cold_start_epochs=1, max_rounds=max_rounds, num_generations=3, temperature=0.3, max_new_tokens=max_new_tokens,
-        judges=judges, judge_timeout=judge_timeout, judge_retries=judge_retries, round_size=4, replay_ratio=0.5,
+        judges=judges, generation_batch_size=generation_batch_size, judge_timeout=judge_timeout,
+        judge_retries=judge_retries, round_size=4, replay_ratio=0.5,
     )
     callback = HDRCallback(hdr, hard_set=hard_records(unseen))
     return BalanceSFTTrainer(model=model, args=args, train_dataset=as_dataset([single, parallel] * 2),

@@ -199,8 +199,9 @@ def test_accelerate_fsdp_config_on_cpu_ranks_is_refused_not_run_as_ddp(setup, tm
 @pytest.mark.slow
 def test_hdr_round_under_zero3_with_uneven_generations_gives_every_rank_the_same_records(tmp_path):
     # ZeRO-3 needs every rank in every forward of a partitioned model: the transformers backend gathers the weights
-    # once for the whole round (TRL's unwrap_model_for_generation), so ranks then generate alone, for as long as their
-    # own shard takes
+    # once for the whole round (TRL's unwrap_model_for_generation), and transformers' generate still syncs the ranks
+    # at every token (synced_gpus), so each rank runs as many generate calls as the others (padded_shard). With one
+    # prompt per batch rank 0 has 2 batches and rank 1 one (padded to 2): unpadded, rank 0 waited forever
     from hdr_run import memorise
 
     model_dir = memorise(tmp_path / "memorised")
@@ -215,9 +216,10 @@ def test_hdr_round_under_zero3_with_uneven_generations_gives_every_rank_the_same
     )
     main, other = (json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1))
     assert main["engine"] == other["engine"] == "deepspeed-zero3" and main["world"] == 2
-    # 3 hard samples over 2 ranks: rank 0 generated 2 prompts (one ran to the 96-token cap), rank 1 one prompt
-    (mine,), (theirs,) = main["lengths"], other["lengths"]
-    assert len(mine) == 2 and len(theirs) == 1 and max(map(max, mine)) == 96 > max(map(max, theirs))
+    # 3 hard samples over 2 ranks: rank 0 generated 2 prompts (one ran to the 96-token cap), rank 1 one and its filler
+    mine, theirs = main["lengths"], other["lengths"]
+    assert len(mine) == len(theirs) == 2  # generate calls, one prompt each
+    assert max(mine[1][0]) == 96 > max(theirs[0][0])  # same call, different lengths
     assert main["accepted"] == other["accepted"] and [r["id"] for r in main["accepted"]] == ["hard-0"]
     assert main["still_hard"] == other["still_hard"] == ["hard-1", "hard-unseen"]
     assert main["global_step"] == other["global_step"] == 4 and main["lambda"] == other["lambda"]

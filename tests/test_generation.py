@@ -14,6 +14,7 @@ from balancetrl.generation import (
     VLLMSettings,
     decode_completion,
     make_generation_backend,
+    padded_shard,
     render_prompts,
     shard_bounds,
     vllm_call_plan,
@@ -183,6 +184,16 @@ def test_shard_bounds_cover_input_in_order(n, world):
     flat = [i for start, stop in bounds for i in range(start, stop)]
     assert flat == list(range(n))
     assert max(stop - start for start, stop in bounds) == -(-n // world)
+
+
+@pytest.mark.parametrize("n,world", [(3, 2), (1, 2), (5, 4), (0, 2), (8, 2)])
+def test_padded_shards_have_equal_length_and_real_rows_cover_input_in_order(n, world):
+    # every rank runs as many generate calls as every other (transformers syncs ranks per token under ZeRO-3/FSDP2)
+    shards = [padded_shard(n, world, r) for r in range(world)]
+    assert len({len(indices) for indices, _ in shards}) == 1 and len(shards[0][0]) == -(-n // world)
+    assert [i for indices, real in shards for i in indices[:real]] == list(range(n))
+    assert all(0 <= i < max(n, 1) for indices, _ in shards for i in indices)
+
 
 
 # ---------------------------------------------------------------------------------------------------------------------

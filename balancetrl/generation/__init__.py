@@ -23,6 +23,7 @@ from .base import (
     Conversation,
     GenerationBackend,
     Tools,
+    padded_shard,
     progress_bar,
     shard_bounds,
 )
@@ -58,5 +59,5 @@ __all__ = [
     "OfflineVLLM", "Tools",
     "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
     "make_generation_backend", "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
-    "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
+    "padded_shard", "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
 ]

@@ -48,6 +48,21 @@ def shard_bounds(num_items: int, num_processes: int, process_index: int) -> tupl
     return start, min(start + per_rank, num_items)
 
 
+def padded_shard(num_items: int, num_processes: int, process_index: int) -> tuple[list[int], int]:
+    """This rank's item indices (its `shard_bounds` shard) padded to ``ceil(n / world)`` with copies of its first item
+    (item 0 on an empty shard), and how many of them are real.
+
+    Every rank then runs the same number of ``generate`` calls: under ZeRO-3 and FSDP2, transformers' ``generate``
+    syncs the ranks at every token (``synced_gpus``), so a rank with fewer batches would leave the others waiting in
+    their last one forever. The padded rows' outputs are dropped before the gather.
+    """
+    start, stop = shard_bounds(num_items, num_processes, process_index)
+    real = list(range(start, stop))
+    per_rank = -(-num_items // num_processes)
+    filler = real[0] if real else 0
+    return real + [filler] * (per_rank - len(real)) if num_items else [], len(real)
+
+
 def check_request(prompts: Sequence, tools: Sequence | None, num_generations, temperature, max_new_tokens) -> None:
     if tools is not None and len(prompts) != len(tools):
         raise ValueError(

@@ -14,9 +14,9 @@ from .base import (
     Tools,
     check_request,
     gather,
+    padded_shard,
     progress_bar,
     seeded,
-    shard_bounds,
 )
 from .decoding import completion_length, decode_completion, stop_token_ids
 from .journal import GenerationJournal, decoding_context
@@ -103,11 +103,10 @@ class TransformersGeneration:
         """Per conversation, ``num_generations`` completion texts (the HDR interface)."""
         check_request(prompts, tools, num_generations, temperature, max_new_tokens)
         rank, world = self._rank()
-        start, stop = shard_bounds(len(prompts), world, rank)
-        prompt_ids = render_prompts(
-            self.tokenizer, prompts[start:stop], tools[start:stop], self.chat_template, self.chat_template_kwargs
-        )
-        local = self._complete(prompt_ids, num_generations, temperature, max_new_tokens, seed)
+        indices, real = padded_shard(len(prompts), world, rank)
+        prompt_ids = render_prompts(self.tokenizer, [prompts[i] for i in indices], [tools[i] for i in indices],
+                                    self.chat_template, self.chat_template_kwargs)
+        local = self._complete(prompt_ids, num_generations, temperature, max_new_tokens, seed)[:real]
         return gather(self.accelerator, [[c.text for c in row] for row in local])
 
     def complete(
@@ -123,9 +122,9 @@ class TransformersGeneration:
         (the evaluation interface: greedy by default)."""
         check_request(prompt_ids, None, num_generations, temperature, max_new_tokens)
         rank, world = self._rank()
-        start, stop = shard_bounds(len(prompt_ids), world, rank)
-        local = self._complete(prompt_ids[start:stop], num_generations, temperature, max_new_tokens, seed)
-        return gather(self.accelerator, local)
+        indices, real = padded_shard(len(prompt_ids), world, rank)
+        local = self._complete([prompt_ids[i] for i in indices], num_generations, temperature, max_new_tokens, seed)
+        return gather(self.accelerator, local[:real])
 
     def _complete(self, prompt_ids, num_generations, temperature, max_new_tokens, seed) -> list[list[Completion]]:
         if self.journal is not None and temperature > 0:
