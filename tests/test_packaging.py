@@ -3,6 +3,8 @@
 import configparser
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +44,61 @@ def test_an_unknown_accelerate_config_name_lists_ours_and_trls():
         resolve_accelerate_config(["--accelerate_config", "zero4"])
     assert "balancetrl's are ddp, fsdp2, multi_cpu, multi_node, zero2, zero2_cpu, zero3, zero3_cpu" in str(e.value)
     assert "TRL's are fsdp1, fsdp2, multi_gpu, single_gpu, zero1, zero2, zero3" in str(e.value)
+
+
+@pytest.mark.slow
+def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_accelerate_config(tmp_path):
+    # The wheel, not the checkout: a fresh venv whose dependencies come from this one (a .pth line in its
+    # site-packages; the editable install's own .pth there is not processed), run from a folder outside the tree.
+    import json
+    import os
+    import site
+    import subprocess
+    import sys
+
+    from conftest import build_tiny_model, build_tokenizer, make_conversations
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("balancetrl-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    Path(target, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, str(wheel)],
+                   check=True, timeout=300)
+    where = subprocess.run([str(python), "-c", "import balancetrl; print(balancetrl.__file__)"], capture_output=True,
+                           text=True, check=True, cwd=tmp_path).stdout
+    assert where.startswith(target), where  # the installed wheel, not the checkout
+
+    tokenizer = build_tokenizer()
+    build_tiny_model(tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i, conversation in enumerate(make_conversations() * 2):
+            f.write(json.dumps({"id": f"c{i}", **conversation}) + "\n")
+    (tmp_path / "recipe.yaml").write_text(f"""
+model_name_or_path: {tmp_path / 'model'}
+chat_template: keep
+dataset_path: {tmp_path / 'data.jsonl'}
+allow_missing_cot: true
+output_dir: {tmp_path / 'out'}
+use_cpu: true
+max_steps: 2
+per_device_train_batch_size: 1
+save_strategy: "no"
+report_to: none
+gradient_checkpointing: false
+bf16: false
+""")
+    from test_distributed import _free_port
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    # `python -m balancetrl.cli` is the console script's entry point (pip --target puts scripts outside the venv)
+    r = subprocess.run([str(python), "-m", "balancetrl.cli", "balance-sft", "--config", "recipe.yaml",
+                        "--accelerate_config", "multi_cpu", "--main_process_port", str(_free_port())],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "balance_sft_summary.json").read_text())
+    assert summary["engine"]["engine"] == "ddp" and summary["engine"]["processes"] == 2
