@@ -50,7 +50,7 @@ PRIVATE_API: tuple[PrivateMethod, ...] = (
                   "trainer.py overrides it: |C| and |F| counted over the whole optimizer step"),
     PrivateMethod("_prepare_dataset",
                   ("dataset", "processing_class", "args", "packing", "formatting_func", "dataset_name"),
-                  "trainer.py overrides it and hdr/callback.py calls it: tokenization with segment masks"),
+                  "trainer.py overrides it (tokenization with segment masks) and calls it in prepare_records (HDR)"),
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_liger_kernel_available
 from trl import SFTTrainer
@@ -267,6 +267,31 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             with torch.no_grad(), self._ssb_weight.full_phi(modifier=True) as full:
                 full.fill_(phi)
 
+    # ---- the interface HDR (and a user's own callback) works through ----
+
+    @property
+    def training_chat_template(self) -> str:
+        """The chat template training renders with (the `chat_template` argument, else the tokenizer's own)."""
+        return self.chat_template or self._tokenizer.chat_template
+
+    def is_trainable(self, record: dict) -> bool:
+        """Whether `record` tokenizes under this trainer's segment rules (CoT markers, empty-CoT masking)."""
+        try:
+            tokenize_with_segments(record, self._tokenizer, self.training_chat_template, self._segment_spec)
+        except SampleError:
+            return False
+        return True
+
+    def prepare_records(self, records: list[dict], name: str):
+        """Canonical records as this trainer's training rows (tokenized with segment masks, truncated as configured)."""
+        from .data.training import to_training_dataset
+
+        return self._prepare_dataset(to_training_dataset(records), self.processing_class, self.args, False, None, name)
+
+    def log_now(self, logs: dict[str, float]) -> None:
+        """Log `logs` at the current step without flushing the SSB and TRL metric windows into them."""
+        Trainer.log(self, logs)
+
     # ---- data: segment masks travel with input_ids ----
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
@@ -279,7 +304,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
                     f"BalanceSFTTrainer needs a conversational {dataset_name} dataset with a 'messages' column "
                     f"(and optionally 'tools'); got columns {columns}"
                 )
-            template = self.chat_template or self._tokenizer.chat_template
+            template = self.training_chat_template
             spec, assistant_only = self._segment_spec, args.assistant_only_loss
 
             def tokenize(example, index):

@@ -17,11 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
 from ..data.io import read_records
-from ..data.training import to_training_dataset
-from ..segments import SampleError, tokenize_with_segments
 from .config import HDRConfig
 from .rounds import HardSample, hard_sample, run_round
 from .schedule import EpochPlan, RoundDataset
@@ -87,7 +85,7 @@ class HDRCallback(TrainerCallback):
         from ..generation import TransformersGeneration, VLLMBackend, VLLMSettings
 
         trainer, cfg = self.trainer, self.config
-        template = trainer.chat_template or trainer._tokenizer.chat_template
+        template = trainer.training_chat_template
         if cfg.generation_backend == "vllm":
             settings = VLLMSettings.from_args(cfg)
             return VLLMBackend.from_trainer(trainer, settings, chat_template=template)
@@ -136,15 +134,6 @@ class HDRCallback(TrainerCallback):
             self.accepted[k], self.summaries = accepted, self.summaries + [summary]
             self.hard = [hard_sample(r) for r in still_hard]
 
-    def _trainable(self, record: dict) -> bool:
-        trainer = self.trainer
-        try:
-            tokenize_with_segments(record, trainer._tokenizer, trainer.chat_template or trainer._tokenizer.chat_template,
-                                   trainer._segment_spec)  # the trainer's own segment rules (markers, empty-CoT masking)
-        except SampleError:
-            return False
-        return True
-
     def _judge_once(self, items):
         from ..distributed import on_main_process
 
@@ -164,7 +153,7 @@ class HDRCallback(TrainerCallback):
             self.hard, self._backend, self._panel, round_index=k, num_generations=cfg.num_generations,
             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=self.seed + k,
             require_cot=cfg.require_cot, cot=(trainer.args.cot_start, trainer.args.cot_end),
-            judge_fn=self._judge_once if self._panel is not None else None, trainable=self._trainable,
+            judge_fn=self._judge_once if self._panel is not None else None, trainable=trainer.is_trainable,
         )
         summary = result.summary(hard_before)
         if trainer.accelerator.is_main_process:
@@ -175,7 +164,7 @@ class HDRCallback(TrainerCallback):
         logs = {f"hdr/{key}": summary[key] for key in (
             "round", "hard_remaining", "generated", "gate_rejected", "judged", "accepted", "judge_abstained",
             "judge_cost_usd")}
-        Trainer.log(trainer, logs)  # the plain Trainer.log: SFTTrainer's would flush its metric window early
+        trainer.log_now(logs)
         if trainer.accelerator.is_main_process:
             self._write_summary()
 
@@ -187,9 +176,7 @@ class HDRCallback(TrainerCallback):
         if self._prepared_round[0] != k:  # tokenize a round's answers once, not once per epoch of the round
             accepted, prepared = self.accepted.get(k, []), None
             if accepted:
-                trainer = self.trainer
-                prepared = trainer._prepare_dataset(to_training_dataset(accepted), trainer.processing_class,
-                                                    trainer.args, False, None, f"hdr_round_{k}")
+                prepared = self.trainer.prepare_records(accepted, f"hdr_round_{k}")
             self._prepared_round = (k, prepared)
         self.dataset.show_round(self._prepared_round[1], self.plan.round_size, self.config.replay_ratio,
                                 seed=self.seed * 1_000_003 + k * 1009 + j)
