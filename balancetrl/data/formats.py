@@ -9,6 +9,9 @@ Formats (`--format` names):
   parses it, so a malformed response is rejected with a reason instead of failing the load.
 - `messages`: conversational `{"messages", "tools"}` rows (multi-turn, OpenAI/TRL `tool_calls`, role `tool`,
   reasoning fields or reasoning content parts), including canonical records themselves.
+- `ms_swift`: ms-swift's agent rows, `messages` with `tool_call` / `tool_response` turns (`from_ms_swift`).
+- `llamafactory_v1`: LLaMA-Factory's v1 rows, `messages` of typed content parts with a `value`
+  (`from_llamafactory_v1`). `auto` reads the three `messages`-family formats row by row (`from_any_messages`).
 - `sharegpt` / `openai`: LLaMA-Factory's two conversation formattings (`from_sharegpt`, `from_openai`), role and
   column names configurable like its `dataset_info.json` (`ConversationTags`, `load_dataset_info`).
 - `hermes`: Hermes-style ChatML text with `<tool_call>` / `<tool_response>` blocks (`from_hermes`).
@@ -44,7 +47,7 @@ from .calls import (
 from .io import InputError, RawRow, read_records, why_unusable
 from .record import Record, SharedTool
 
-FORMATS = ("xlam", "xlam_cot", "messages", "sharegpt", "openai", "hermes", "bfcl")
+FORMATS = ("xlam", "xlam_cot", "messages", "ms_swift", "llamafactory_v1", "sharegpt", "openai", "hermes", "bfcl")
 RESPONSE_KEYS = ("response", "output", "completion", "generation")
 
 
@@ -58,7 +61,7 @@ class FormatError(ValueError):
 def detect_format(row: dict) -> str | None:
     """Guess the format of one row; `None` when it matches none or is ambiguous."""
     if "messages" in row:
-        return "messages"
+        return messages_kind(row["messages"])
     if "conversations" in row:
         return "sharegpt"
     if isinstance(row.get("text"), str) and "<|im_start|>" in row["text"]:
@@ -330,6 +333,175 @@ def from_messages(row: dict, line: int = 0) -> Record:
     if row.get("reference") is not None:
         record["reference"] = row["reference"]
     return record
+
+
+# ---------------------------------------------------------------- ms-swift agent rows and LLaMA-Factory v1 rows
+
+
+def name_results(messages: list[dict]) -> list[dict]:
+    """Give the `tool` messages that answer a structured call turn one to one the name of their call (in place).
+    With another number of results than calls which result answers which call is unknown: no name is set."""
+    for i, message in enumerate(messages):
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if not calls:
+            continue
+        end = i + 1
+        while end < len(messages) and messages[end].get("role") == "tool":
+            end += 1
+        if end - i - 1 == len(calls):
+            for call, result in zip(calls, messages[i + 1:end]):
+                result.setdefault("name", call["function"]["name"])
+    return messages
+
+
+def json_call_turn(value: Any, where: str) -> list[dict]:
+    """A call written as JSON (a string, or already an object; `{"name", "arguments"}` or a list of them) → tool_calls."""
+    if isinstance(value, (dict, list)):
+        try:
+            calls = [normalize_call(c) for c in (value if isinstance(value, list) else [value])]
+        except CallParseError as e:
+            raise FormatError(e.reason, f"{where}: {e.message}") from None
+        return to_tool_calls(calls)
+    return _call_turn(value, where)["tool_calls"]
+
+
+def agent_messages(turns: Any, roles: dict[str, str], role_key: str = "role", content_key: str = "content",
+                   call=json_call_turn, field: str = "messages") -> list[dict]:
+    """Conversation turns where calls and their results are turns of their own (ms-swift's `tool_call` /
+    `tool_response`, mapped rows) → canonical messages.
+
+    `roles` maps the data's role tags to `system`, `user`, `assistant`, `tool` or `tool_call`. Consecutive call
+    turns are one assistant turn with parallel calls, and an assistant text right before them belongs to that turn
+    (ms-swift writes the CoT there); results name their call when they answer the calls one to one.
+    """
+    if not isinstance(turns, list):
+        raise FormatError("messages_not_list", f"'{field}' must be a list")
+    messages: list[dict] = []
+    open_calls = False  # the last turns were a call turn and its results: a result may follow
+    for i, turn in enumerate(turns):
+        where = f"turn {i + 1}"
+        if not isinstance(turn, dict):
+            raise FormatError("invalid_message", f"{where}: not an object")
+        tag = turn.get(role_key)
+        role = roles.get(tag) if isinstance(tag, str) else None
+        if role is None:
+            raise FormatError("invalid_role", f"{where}: unknown {role_key!r} {tag!r} (known: {', '.join(sorted(roles))})")
+        content = turn.get(content_key)
+        if role == "tool_call":
+            tool_calls = call(content, where)
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and (open_calls or "tool_calls" not in last):
+                last.setdefault("tool_calls", []).extend(tool_calls)
+            else:
+                messages.append({"role": "assistant", "tool_calls": tool_calls})
+            open_calls = True
+        elif role == "tool":
+            if not open_calls:
+                raise FormatError("invalid_turn_order", f"{where}: a tool result without a call turn before it")
+            messages.append({"role": "tool", "content": content})
+        else:
+            messages.append({"role": role, "content": content})
+            open_calls = False
+    return name_results(messages)
+
+
+# ms-swift's roles; `tool` is accepted as the older spelling of `tool_response`
+_SWIFT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool_call": "tool_call",
+                "tool_response": "tool", "tool": "tool"}
+
+
+def _row_tools(row: dict, column: str | None = "tools") -> list[dict]:
+    value = row.get(column) if column else None
+    return [] if value in (None, "", []) else _tools(value)
+
+
+def from_ms_swift(row: dict, line: int = 0) -> Record:
+    """ms-swift agent row (`messages` with `tool_call` turns holding a JSON `{"name", "arguments"}` and
+    `tool_response` turns, `tools` a JSON string) → canonical record."""
+    _require(row, "messages")
+    return {"id": str(row.get("id", f"row-{line}")), "tools": _row_tools(row),
+            "messages": agent_messages(row["messages"], _SWIFT_ROLES)}
+
+
+_V1_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _v1_message(msg: Any, where: str) -> dict:
+    """One LLaMA-Factory v1 message: `content` parts `{"type": "text" | "reasoning" | "tool_call", "value": str}`;
+    text parts joined into `content`, reasoning parts into `reasoning_content` (joined as LLaMA-Factory's renderer
+    joins them: back to back), `tool_call` parts (JSON `{"name", "arguments"}`) into `tool_calls`."""
+    if not isinstance(msg, dict):
+        raise FormatError("invalid_message", f"{where}: not an object")
+    role = msg.get("role")
+    if role not in _V1_ROLES:
+        raise FormatError("invalid_role", f"{where}: unknown role {role!r} (known: {', '.join(_V1_ROLES)})")
+    parts = msg.get("content")
+    if isinstance(parts, str):
+        parts = [{"type": "text", "value": parts}]
+    if not isinstance(parts, list):
+        raise FormatError("invalid_message", f"{where}: 'content' must be a list of parts")
+    text, reasoning, calls = [], [], []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("value") if isinstance(part, dict) else None
+        if kind == "tool_call" and role == "assistant":
+            calls += json_call_turn(value, where)
+        elif not isinstance(value, str):
+            raise FormatError("invalid_message", f"{where}: a {kind!r} content part without a string 'value'")
+        elif kind == "text":
+            text.append(value)
+        elif kind == "reasoning" and role == "assistant":
+            reasoning.append(value)
+        else:
+            raise FormatError("invalid_message", f"{where}: a {kind!r} content part in a {role} turn (text, and for "
+                                                 "the assistant reasoning and tool_call, are read)")
+    message = {"role": role}
+    if text or not (calls or reasoning):
+        message["content"] = "".join(text)
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def from_llamafactory_v1(row: dict, line: int = 0) -> Record:
+    """LLaMA-Factory v1 row (`messages` whose `content` is a list of typed parts with a `value`, `tools` a JSON
+    string; its `reason_tool_use` demo data) → canonical record. `loss_weight` is not kept: every assistant turn
+    trains, as in every other format."""
+    _require(row, "messages")
+    turns = row["messages"]
+    if not isinstance(turns, list):
+        raise FormatError("messages_not_list", "'messages' must be a list")
+    messages = [_v1_message(m, f"turn {i + 1}") for i, m in enumerate(turns)]
+    for i, m in enumerate(messages):
+        if m["role"] == "tool" and not (i and (messages[i - 1]["role"] == "tool" or messages[i - 1].get("tool_calls"))):
+            raise FormatError("invalid_turn_order", f"turn {i + 1}: a tool result without a call turn before it")
+    return {"id": str(row.get("id", f"row-{line}")), "tools": _row_tools(row), "messages": name_results(messages)}
+
+
+MESSAGES_FAMILY = ("messages", "ms_swift", "llamafactory_v1")
+
+
+def messages_kind(messages: Any) -> str:
+    """Which member of the `messages` family a row's messages are: ms-swift (call and result roles), LLaMA-Factory
+    v1 (content parts with a `value`) or plain `messages`."""
+    if isinstance(messages, list):
+        for m in messages:
+            if isinstance(m, dict):
+                if m.get("role") in ("tool_call", "tool_response"):
+                    return "ms_swift"
+                content = m.get("content")
+                if type(content) is list and content and type(content[0]) is dict and "value" in content[0] \
+                        and "text" not in content[0]:
+                    return "llamafactory_v1"
+    return "messages"
+
+
+def from_any_messages(row: dict, line: int = 0) -> Record:
+    """Auto-detected `messages`-family data: each row is read as the member it is (a file may start with plain rows
+    that carry no call turn, which look the same in all three)."""
+    return CONVERTERS[messages_kind(row.get("messages"))](row, line)
 
 
 def bfcl_pick(alternatives: list, schema: dict | None = None) -> tuple[bool, Any]:
@@ -664,8 +836,9 @@ def from_hermes(row: dict, line: int = 0, tags: ConversationTags | None = None) 
 
 # formats whose `function_call` turns may hold a CoT block before the calls, split at load time with the run's markers
 CALL_TURN_FORMATS = ("sharegpt", "openai")
-CONVERTERS = {"xlam": from_xlam, "xlam_cot": from_xlam_cot, "messages": from_messages, "sharegpt": from_sharegpt,
-              "openai": from_openai, "hermes": from_hermes}
+CONVERTERS = {"xlam": from_xlam, "xlam_cot": from_xlam_cot, "messages": from_messages, "ms_swift": from_ms_swift,
+              "llamafactory_v1": from_llamafactory_v1, "sharegpt": from_sharegpt, "openai": from_openai,
+              "hermes": from_hermes}
 
 
 def default_bfcl_answers(questions_path: str | os.PathLike) -> Path | None:
@@ -718,6 +891,8 @@ def load_records(
                     f"pass --format ({', '.join(FORMATS)})"
                 )
             converter = _converter(format, tags, cot)
+            if format in MESSAGES_FAMILY:
+                converter = from_any_messages
         if format == "bfcl" and answer_rows is None:
             answer_rows = _bfcl_answers(source, answers)
         try:
