@@ -226,6 +226,9 @@ def _tools(value: Any) -> list[dict]:
     return [to_canonical_tool(t) for t in tools]
 
 
+_MAPPING_HINT = "; rows of this shape are read with a mapping file (--mapping / dataset_mapping, docs/data.md)"
+
+
 def _calls(value: Any) -> list[dict]:
     calls = _decode(value, "answers")
     if isinstance(calls, dict):
@@ -235,7 +238,9 @@ def _calls(value: Any) -> list[dict]:
     try:
         return [normalize_call(c) for c in calls]
     except CallParseError as e:
-        raise FormatError("invalid_answers", e.message) from None
+        # calls under other keys ({"tool", "parameters"}: SealTool, ToolAlpaca) are a mapping's job
+        other_keys = any(isinstance(c, dict) and "name" not in c and "function" not in c for c in calls)
+        raise FormatError("invalid_answers", e.message + (_MAPPING_HINT if other_keys else "")) from None
 
 
 # ---------------------------------------------------------------- converters
@@ -244,6 +249,10 @@ def _calls(value: Any) -> list[dict]:
 def from_xlam(row: dict, line: int = 0) -> Record:
     """One xlam-function-calling-60k row → canonical record (assistant = ground truth, reference = same)."""
     _require(row, "query", "tools", "answers")
+    if not isinstance(row["query"], str):
+        raise FormatError("invalid_query", f"'query' is a {type(row['query']).__name__}, not the request as text"
+                                           + (" (a conversation given as turns, as API-Bank's)" + _MAPPING_HINT
+                                              if isinstance(row["query"], list) else ""))
     calls = _calls(row["answers"])
     return {
         "id": f"xlam-{row.get('id', line)}",
@@ -375,7 +384,7 @@ def agent_messages(turns: Any, roles: dict[str, str], role_key: str = "role", co
     (ms-swift writes the CoT there); results name their call when they answer the calls one to one.
     """
     if not isinstance(turns, list):
-        raise FormatError("messages_not_list", f"'{field}' must be a list")
+        raise FormatError("messages_not_list", f"'{field}' must be a list of turns")
     messages: list[dict] = []
     open_calls = False  # the last turns were a call turn and its results: a result may follow
     for i, turn in enumerate(turns):
@@ -410,16 +419,16 @@ _SWIFT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "t
                 "tool_response": "tool", "tool": "tool"}
 
 
-def _row_tools(row: dict, column: str | None = "tools") -> list[dict]:
-    value = row.get(column) if column else None
-    return [] if value in (None, "", []) else _tools(value)
+def tool_list(value: Any) -> list[dict]:
+    """A row's tools (a list or a JSON string of them); none when the column is absent or empty."""
+    return [] if value is None or value == "" or value == [] else _tools(value)
 
 
 def from_ms_swift(row: dict, line: int = 0) -> Record:
     """ms-swift agent row (`messages` with `tool_call` turns holding a JSON `{"name", "arguments"}` and
     `tool_response` turns, `tools` a JSON string) → canonical record."""
     _require(row, "messages")
-    return {"id": str(row.get("id", f"row-{line}")), "tools": _row_tools(row),
+    return {"id": str(row.get("id", f"row-{line}")), "tools": tool_list(row.get("tools")),
             "messages": agent_messages(row["messages"], _SWIFT_ROLES)}
 
 
@@ -477,7 +486,7 @@ def from_llamafactory_v1(row: dict, line: int = 0) -> Record:
     for i, m in enumerate(messages):
         if m["role"] == "tool" and not (i and (messages[i - 1]["role"] == "tool" or messages[i - 1].get("tool_calls"))):
             raise FormatError("invalid_turn_order", f"turn {i + 1}: a tool result without a call turn before it")
-    return {"id": str(row.get("id", f"row-{line}")), "tools": _row_tools(row), "messages": name_results(messages)}
+    return {"id": str(row.get("id", f"row-{line}")), "tools": tool_list(row.get("tools")), "messages": name_results(messages)}
 
 
 MESSAGES_FAMILY = ("messages", "ms_swift", "llamafactory_v1")
@@ -863,6 +872,7 @@ def load_records(
     answers: str | os.PathLike | None = None,
     tags: ConversationTags | None = None,
     cot: tuple[str, str] = DEFAULT_COT,
+    mapping=None,
 ) -> Iterator[RawRow]:
     """Stream canonical records from a file or an iterable of rows.
 
@@ -872,13 +882,17 @@ def load_records(
     `tags`: column and role names of `sharegpt`/`openai` data (see `load_dataset_info`); needs that format named.
     `cot`: the (start, end) CoT markers of the run, used where a format holds CoT inside a call turn (`function_call`
     turns of `sharegpt`/`openai` data); elsewhere raw assistant text is split by the checks with the same markers.
+    `mapping`: a `balancetrl.data.mapping.RowMapping` describing rows of no built-in format (then `format` stays
+    `auto`: the mapping is the format).
     """
     if format != "auto" and format not in FORMATS:
         raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if tags is not None and format not in ("sharegpt", "openai"):
         raise InputError(f"column/role tags apply to the sharegpt and openai formats, not to {format!r}")
+    if mapping is not None and (format != "auto" or tags is not None):
+        raise InputError("a mapping describes the rows itself: use it without a format or dataset_info")
     answer_rows = None
-    converter = _converter(format, tags, cot)
+    converter = mapping.convert if mapping is not None else _converter(format, tags, cot)
     for row in read_records(source):
         if row.error:
             yield row
