@@ -33,7 +33,8 @@ class BalanceSFTScriptArguments:
         dataset_name (`str`, *optional*):
             TRL's key: a Hub dataset id or a local dataset folder, loaded with `datasets.load_dataset` (a
             `save_to_disk` folder with `load_from_disk`, a local data file as its `train` split). Its rows are
-            converted and checked like a local file.
+            converted and checked like a local file; JSON / JSON-lines data files are read record-exact (as text,
+            each line decoded with `json`: tools and arguments keep exactly their keys).
         dataset_config (`str`, *optional*):
             Configuration name of `dataset_name` (`name` of `datasets.load_dataset`).
         dataset_train_split (`str`, *optional*, defaults to `"train"`):
