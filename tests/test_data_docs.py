@@ -26,7 +26,7 @@ def test_docs_reason_table_is_the_code_table():
 def test_every_reason_code_raised_is_documented():
     pattern = re.compile(r'(?:FormatError|CallParseError|\bfail|\breject|RawRow)\([^()]*?"([a-z_]+)"|error="([a-z_]+)"')
     raised = set()
-    for path in (ROOT / "balancetrl" / "data").glob("*.py"):
+    for path in (ROOT / "balancetrl" / "data").rglob("*.py"):
         for m in pattern.finditer(path.read_text(encoding="utf-8")):
             raised.add(m.group(1) or m.group(2))
     raised |= {"invalid_tools_json", "invalid_answers_json"}  # built as f"invalid_{field}_json"
