@@ -124,3 +124,18 @@ def test_auto_reads_each_row_as_the_family_member_it_is():
     bad = list(load_records(rows[1:2], format="llamafactory_v1"))
     assert (bad[0].error, bad[0].message) == ("invalid_role", "line 1: turn 3: unknown role 'tool_call' (known: system, "
                                                               "user, assistant, tool)")
+
+
+def test_cot_and_call_tokens_split_as_for_the_messages_rows(word_tokenizer):
+    from balancetrl.data.stats import token_stats, turn_texts
+
+    for name, prefix in (("ms_swift", "sw-"), ("llamafactory_v1", "v1-")):
+        records, _ = _records(DATA / f"{name}.jsonl")
+        twins = [AS_MESSAGES[k] for k in records]
+        assert [list(turn_texts(r)) for r in records.values()] == [list(turn_texts(r)) for r in twins]
+        ours, theirs = token_stats(records.values(), word_tokenizer), token_stats(twins, word_tokenizer)
+        assert (ours.cot, ours.call, ours.turns) == (theirs.cot, theirs.call, theirs.turns)
+        assert ours.turns == 8 and ours.cot and all(k.startswith(prefix) for k in records)
+    # the CoT an ms-swift row writes as a <think> text before its calls counts as CoT
+    records, _ = _records(DATA / "ms_swift.jsonl")
+    assert list(turn_texts(records["sw-single"]))[0][0] == "One city, one call."
