@@ -132,3 +132,19 @@ def test_check_command_takes_a_mapping(tmp_path, capsys):
     assert cli("check", src, "--output-dir", str(tmp_path / "x"), "--mapping", str(bad)) == 2
     assert "roles.agent: 'asistant' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_hostile_mapped_rows_are_rejected_with_a_reason():
+    mapping = load_mapping(DATA / "apibank_mapping.yaml")
+    rows = [{"id": 1, "query": {"role": "user"}, "answers": []},
+            {"id": 2, "query": [{"role": "user", "text": "x"}], "answers": "[" * 100_000},
+            {"id": 3, "query": [{"role": "API", "text": [1, 2]}], "answers": []},
+            {"id": 4, "query": [["user", "x"]], "answers": []},
+            {"id": 5, "query": "x", "answers": [{"api_name": "f", "param_dict": [1]}]}]
+    assert [(r.error, r.message) for r in load_records(rows, mapping=mapping)] == [
+        ("invalid_query", "line 1: 'query' must be a string or a list of turns, got dict"),
+        ("invalid_answers_json", "line 2: 'answers' is not valid JSON"),
+        ("call_parse_error", "line 3: turn 1: a call without 'api_name' (calls.name of the mapping); got int"),
+        ("invalid_message", "line 4: turn 1: not an object"),
+        ("invalid_answers", "line 5: answers: f: arguments must be an object"),
+    ]

@@ -121,14 +121,18 @@ class RowMapping:
             raise FormatError("missing_field", f"missing field: {self.query} (columns.query of the mapping)")
         if isinstance(query, str):
             messages = [{"role": "user", "content": query}]
-        else:
+        elif isinstance(query, list):
             messages = agent_messages(query, self.roles, self.role_tag, self.content_tag, call=self.call,
                                       field=self.query)
+        else:
+            raise FormatError("invalid_query", f"'{self.query}' must be a string or a list of turns, got "
+                                               f"{type(query).__name__}")
         system = _get(row, self.system) if self.system else None
         if isinstance(system, str) and system.strip():
             messages.insert(0, {"role": "system", "content": system})
-        record = {"id": str(_get(row, self.id) if _get(row, self.id) is not None else f"row-{line}"),
-                  "tools": tool_list(_get(row, self.tools)), "messages": messages}
+        row_id = _get(row, self.id)
+        record = {"id": str(row_id if row_id is not None else f"row-{line}"), "tools": tool_list(_get(row, self.tools)),
+                  "messages": messages}
         if self.answers is None:
             return record
         answers = _get(row, self.answers)
