@@ -1,7 +1,9 @@
-"""Throughput of `balancetrl check` on a 60k-record synthetic xlam+CoT file, single process.
+"""Throughput of `balancetrl check` on a 60k-record synthetic xlam+CoT file, single process, and per input format.
 
     python benchmarks/check_throughput.py [--records 60000] [--cot-words 250] [--memory-records 20000,200000]
                                           [--keep DIR] [--json benchmarks/results/check_throughput.json]
+    python benchmarks/check_throughput.py --formats-only [--formats-records 20000] [--repeats 3]
+                                          [--json benchmarks/results/check_throughput_formats.json]
 
 Rows look like xlam-function-calling-60k plus a distilled response (`<think>` ~250 words, then a Python call
 list, sometimes parallel), with a few percent of defects: leading-space format errors, wrong values, unclosed
@@ -10,6 +12,13 @@ the floor measured in the same run (read each line, `json.loads`, `json.dumps`, 
 checker must do), (2) the wall time of the whole command in a fresh interpreter (imports included), and (3) the
 peak RSS of `balancetrl check` in a fresh interpreter at each `--memory-records` size: memory must stay flat as the
 input grows (goal: the largest size within 2x of the smallest).
+
+`--formats-records N` (4) writes the same N synthetic conversations in each format that carries a multi-turn tool
+conversation — `messages`, `ms_swift`, `llamafactory_v1`, API-Bank rows and SealTool rows (the last two read with a
+mapping) — and reports each one's records/CPU-s of `run_check` against `messages` (goal: every format within 1.5x of
+its CPU time per record). Each conversation: a request, a turn with CoT and 1-3 calls, their results, a turn with CoT
+and an answer, a second request and its calls (the answer calls of the API-Bank/SealTool rows; SealTool's carry a
+distilled response: a CoT and the calls in a `<tool_call>` block).
 """
 
 from __future__ import annotations
@@ -90,6 +99,161 @@ def make_file(path: Path, n: int, cot_words: int, seed: int = 0) -> None:
                                 "answers": answers, "response": response}, ensure_ascii=False) + "\n")
 
 
+def _conversations(n: int, cot_words: int, seed: int = 2):
+    """`n` conversations as (tools, turns): turns are ("user", text), ("calls", cot, calls), ("results", [texts]),
+    ("answer", cot, text); the last turn is a calls turn."""
+    rng = random.Random(seed)
+    pool = make_tool_pool(rng)
+
+    def cot() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(cot_words // 2, cot_words * 3 // 2)))
+
+    for i in range(n):
+        offered = rng.sample(pool, rng.randint(1, 4))
+        first = [_call(rng.choice(offered), rng) for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3))]
+        last = [_call(rng.choice(offered), rng) for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3))]
+        tools = [{"type": "function", "function": {"name": t[0]["name"], "description": t[0]["description"],
+                                                   "parameters": _schema(t[0]["parameters"])}} for t in offered]
+        yield tools, [("user", f"request {i}: " + cot()[:80]), ("calls", cot(), first),
+                      ("results", [json.dumps({"ok": True, "n": j}) for j in range(len(first))]),
+                      ("answer", cot(), "Done: " + cot()[:60]), ("user", "and then?"), ("calls", cot(), last)]
+
+
+def _schema(xlam_params: dict) -> dict:
+    """xlam parameters → JSON Schema (the formats compared here carry OpenAI tools)."""
+    types = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "List": "array", "Dict": "object"}
+    props = {k: {"type": types[v["type"].split("[")[0].split(",")[0]], "description": v["description"]}
+             for k, v in xlam_params.items()}
+    return {"type": "object", "properties": props,
+            "required": [k for k, v in xlam_params.items() if "optional" not in v["type"]]}
+
+
+def _tc(calls):
+    return [{"type": "function", "function": c} for c in calls]
+
+
+def _as_messages(i, tools, turns):
+    out = []
+    for t in turns:
+        if t[0] == "user":
+            out.append({"role": "user", "content": t[1]})
+        elif t[0] == "calls":
+            out.append({"role": "assistant", "reasoning_content": t[1], "tool_calls": _tc(t[2])})
+        elif t[0] == "results":
+            out += [{"role": "tool", "content": r} for r in t[1]]
+        else:
+            out.append({"role": "assistant", "reasoning_content": t[1], "content": t[2]})
+    return {"id": str(i), "tools": json.dumps(tools), "messages": out}
+
+
+def _as_ms_swift(i, tools, turns):
+    out = []
+    for t in turns:
+        if t[0] == "user":
+            out.append({"role": "user", "content": t[1]})
+        elif t[0] == "calls":
+            out.append({"role": "assistant", "content": f"<think>\n{t[1]}\n</think>\n"})
+            out += [{"role": "tool_call", "content": json.dumps(c)} for c in t[2]]
+        elif t[0] == "results":
+            out += [{"role": "tool_response", "content": r} for r in t[1]]
+        else:
+            out.append({"role": "assistant", "content": f"<think>\n{t[1]}\n</think>\n\n{t[2]}"})
+    return {"id": str(i), "tools": json.dumps(tools), "messages": out}
+
+
+def _as_llamafactory_v1(i, tools, turns):
+    def msg(role, *parts):
+        return {"role": role, "content": [{"type": k, "value": v} for k, v in parts],
+                "loss_weight": 1.0 if role == "assistant" else 0.0}
+
+    out = []
+    for t in turns:
+        if t[0] == "user":
+            out.append(msg("user", ("text", t[1])))
+        elif t[0] == "calls":
+            out.append(msg("assistant", ("reasoning", t[1]), *[("tool_call", json.dumps(c)) for c in t[2]]))
+        elif t[0] == "results":
+            out += [msg("tool", ("text", r)) for r in t[1]]
+        else:
+            out.append(msg("assistant", ("reasoning", t[1]), ("text", t[2])))
+    return {"id": str(i), "tools": json.dumps(tools), "messages": out}
+
+
+def _agent_turns(turns, role, content, user, agent, call_role, result_role, call):
+    out = []
+    for t in turns[:-1]:
+        if t[0] == "user":
+            out.append({role: user, content: t[1]})
+        elif t[0] == "calls":
+            out.append({role: agent, content: f"<think>\n{t[1]}\n</think>\n"})
+            out += [{role: call_role, content: call(c)} for c in t[2]]
+        elif t[0] == "results":
+            out += [{role: result_role, content: r} for r in t[1]]
+        else:
+            out.append({role: agent, content: f"<think>\n{t[1]}\n</think>\n\n{t[2]}"})
+    return out
+
+
+def _as_api_bank(i, tools, turns):
+    query = _agent_turns(turns, "role", "text", "user", "agent", "API", "API-response",
+                         lambda c: {"api_name": c["name"], "param_dict": c["arguments"]})
+    return {"id": str(i), "query": query, "tools": [t["function"] for t in tools],
+            "answers": [{"api_name": c["name"], "param_dict": c["arguments"]} for c in turns[-1][2]]}
+
+
+def _as_sealtool(i, tools, turns):
+    query = _agent_turns(turns, "role", "content", "user", "assistant", "tool_call", "tool",
+                         lambda c: json.dumps({"tool": c["name"], "parameters": c["arguments"]}))
+    last = turns[-1]
+    return {"qid": str(i), "query": query, "tools": json.dumps([t["function"] for t in tools]),
+            "answers": [{"tool": c["name"], "parameters": c["arguments"]} for c in last[2]],
+            "response": f"<think>\n{last[1]}\n</think>\n\n<tool_call>\n"
+                        + "\n".join(json.dumps(c) for c in last[2]) + "\n</tool_call>"}
+
+
+# the formats compared and their mappings (`None`: auto-detected)
+FORMAT_WRITERS = {
+    "messages": (_as_messages, None),
+    "ms_swift": (_as_ms_swift, None),
+    "llamafactory_v1": (_as_llamafactory_v1, None),
+    "api_bank (mapping)": (_as_api_bank, {"tags": {"content_tag": "text"}, "calls": {"name": "api_name",
+                           "arguments": "param_dict"}, "roles": {"agent": "assistant", "API": "tool_call",
+                                                                 "API-response": "tool"}}),
+    "sealtool (mapping)": (_as_sealtool, {"columns": {"id": "qid", "response": "response"},
+                                          "calls": {"name": "tool", "arguments": "parameters"}}),
+}
+
+
+def format_throughput(root: Path, n: int, cot_words: int, repeats: int) -> dict:
+    """records/CPU-s of `run_check` per format on the same `n` conversations (best of `repeats`: on a shared
+    machine the fastest run is the least disturbed), and each format's CPU time per record against `messages`."""
+    from balancetrl.data.mapping import parse_mapping
+    from balancetrl.data.split import run_check
+
+    conversations = list(_conversations(n, cot_words))
+    rates, outcomes = {}, {}
+    for name, (write, spec) in FORMAT_WRITERS.items():
+        src = root / f"formats_{name.split()[0]}.jsonl"
+        with open(src, "w", encoding="utf-8") as f:
+            for i, (tools, turns) in enumerate(conversations):
+                f.write(json.dumps(write(i, tools, turns), ensure_ascii=False) + "\n")
+        mapping = parse_mapping(spec) if spec else None
+        best = None
+        for _ in range(repeats):
+            c = time.process_time()
+            report = run_check(src, root / "out_formats", progress=False, require_cot=False, mapping=mapping)
+            dc = time.process_time() - c
+            best = dc if best is None else min(best, dc)
+        rates[name] = round(report["total"] / best)
+        outcomes[name] = report["outcomes"]
+        print(f"  {name:20s} {src.stat().st_size / 2**20:6.1f} MiB  {rates[name]:7,} records/CPU-s  "
+              f"{report['outcomes']}")
+    ratios = {name: round(rates["messages"] / rate, 2) for name, rate in rates.items()}
+    print("  CPU time per record vs messages: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+          + " (goal: <= 1.5x)")
+    return {"formats_records": n, "records_per_cpu_s": rates, "cpu_time_vs_messages": ratios, "outcomes": outcomes}
+
+
 _PEAK_RSS = (
     "import resource, sys; from balancetrl.data.split import run_check; "
     "r = run_check(sys.argv[1], sys.argv[2], progress=False); "
@@ -113,17 +277,29 @@ def main(argv=None) -> int:
                     help="comma-separated input sizes for the peak-RSS runs ('' skips them)")
     ap.add_argument("--keep", default=None, help="write input/outputs here instead of a temp folder")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--formats-records", type=int, default=20_000,
+                    help="conversations per format for the per-format comparison (0 skips it)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per format (the fastest counts)")
+    ap.add_argument("--formats-only", action="store_true", help="run the per-format comparison only")
     args = ap.parse_args(argv)
-    results: dict = {"records": args.records, "cot_words": args.cot_words}
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-check-"))
     root.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.formats_only:
+        print(f"per format, {args.formats_records} conversations, CoT ~{args.cot_words} words per turn:")
+        results = {"command": "python benchmarks/check_throughput.py " + " ".join(argv or sys.argv[1:]),
+                   "cot_words": args.cot_words, **format_throughput(root, args.formats_records, args.cot_words,
+                                                                    args.repeats)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    results: dict = {"records": args.records, "cot_words": args.cot_words}
     src = root / "synthetic_xlam_cot.jsonl"
     t = time.perf_counter()
     make_file(src, args.records, args.cot_words)
     print(f"input: {args.records} records, {src.stat().st_size / 2**20:.1f} MiB "
           f"(generated in {time.perf_counter() - t:.1f} s)")
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from balancetrl.data.split import run_check
 
     # The floor of any pure-Python checker: read each line, json.loads it, json.dumps it back.
@@ -175,6 +351,9 @@ def main(argv=None) -> int:
         print(f"  peak RSS at {max(rss):,} / at {min(rss):,} records: {growth:.2f}x (goal: < 2x)")
         results["peak_rss_growth"] = round(growth, 2)
     results["peak_rss_mib"] = rss
+    if args.formats_records:
+        print(f"per format, {args.formats_records} conversations:")
+        results["per_format"] = format_throughput(root, args.formats_records, args.cot_words, args.repeats)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

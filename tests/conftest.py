@@ -174,3 +174,16 @@ def tokenizer():
 @pytest.fixture
 def conversations():
     return copy.deepcopy(make_conversations())
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    """Whitespace word-level tokenizer built in-process: one token per whitespace-separated word."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")

@@ -11,7 +11,7 @@ import pytest
 from trl import DatasetMixtureConfig
 
 from balancetrl.data.hub import check_arrow_rows, load_mixture, load_named_dataset
-from balancetrl.data.io import InputError
+from balancetrl.data.io import InputError, read_records
 from balancetrl.data.split import run_check
 from balancetrl.scripts import preflight
 from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, data_source
@@ -74,7 +74,7 @@ def test_mixture_with_fractions_goes_through_trl(tmp_path):
                                              {"path": "json", "data_files": str(second), "fraction": 0.25}])
     train = data_source(_args(), mixture, split="train")
     # TRL's rule: the largest total that oversamples no source (4 / 0.75), then the first round(f * total) rows
-    assert [r["id"] for r in train] == [0, 1, 2, 3, 100]
+    assert [r.data["id"] for r in read_records(train)] == [0, 1, 2, 3, 100]
     report = run_check(train, tmp_path / "out", progress=False)
     assert report["outcomes"] == {"base": 2, "hard": 2, "rejected": 1}
     # test_split_size gives the mixture a test split
@@ -95,6 +95,83 @@ def test_objects_that_arrow_would_merge_are_refused(tmp_path):
         check_arrow_rows(dataset, "data")
     # the same as JSON strings passes
     check_arrow_rows(datasets.Dataset.from_list([{"tools": json.dumps(rows[0]["tools"])}]), "data")
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+BOOK = {"type": "function", "function": {"name": "book_table", "parameters": {
+    "type": "object", "properties": {"restaurant": {"type": "string"}, "guests": {"type": "integer"}},
+    "required": ["restaurant", "guests"]}}}
+
+
+def _tool_rows() -> list[dict]:
+    """Two conversations whose tools (objects, the TRL/OpenAI convention) and call arguments have different keys."""
+    def row(i, tool, args):
+        return {"id": f"t{i}", "tools": [tool], "messages": [
+            {"role": "user", "content": f"request {i}"},
+            {"role": "assistant", "reasoning_content": "r", "tool_calls": [
+                {"type": "function", "function": {"name": tool["function"]["name"], "arguments": args}}]}]}
+    return [row(1, WEATHER, {"city": "Paris"}), row(2, BOOK, {"restaurant": "Nobu", "guests": 2})]
+
+
+def test_dataset_name_json_lines_keep_their_keys(tmp_path):
+    import datasets
+
+    folder = tmp_path / "tools_repo"
+    folder.mkdir()
+    rows = _tool_rows()
+    # a blank line and a broken line: skipped and rejected as in a .jsonl file, the rest goes on
+    (folder / "train.jsonl").write_text(json.dumps(rows[0]) + "\n\n" + '{"id": "broken", \n' + json.dumps(rows[1]) + "\n")
+    (folder / "test.json").write_text(json.dumps([rows[1], rows[0]], indent=2))  # a JSON document: an array
+    # what Arrow does with these rows: one struct type, each row gets the other's parameter and argument names
+    import pyarrow as pa
+
+    merged = pa.Table.from_pylist(rows).to_pylist()
+    assert merged[0]["tools"][0]["function"]["parameters"]["properties"] == {
+        "city": {"type": "string"}, "restaurant": None, "guests": None}
+    assert merged[1]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {
+        "city": None, "restaurant": "Nobu", "guests": 2}
+    # `datasets`' json builder (5.x keeps differing objects as its `Json` type, older versions merge them) leaves
+    # `parameters` a struct, which the Arrow path refuses: the refusal these files used to get
+    (tmp_path / "arrow.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    arrow = datasets.load_dataset("json", data_files=str(tmp_path / "arrow.jsonl"), split="train")
+    with pytest.raises(InputError, match=r"column path 'tools\[\]\.function\.parameters' holds objects"):
+        check_arrow_rows(arrow, "arrow")
+    # dataset_name reads the same files record-exact, each split with the project's reader
+    train = data_source(_args(dataset_name=str(folder)), split="train")
+    read = list(read_records(train))
+    assert [(r.line, r.error) for r in read] == [(1, None), (3, "invalid_json"), (4, None)]
+    assert [r.data for r in read if not r.error] == rows
+    test = data_source(_args(dataset_name=str(folder)), split="test")
+    assert [r.data for r in read_records(test)] == [rows[1], rows[0]]
+    report = run_check(train, tmp_path / "out", progress=False)
+    assert report["outcomes"] == {"base": 2, "hard": 0, "rejected": 1}
+    base = [json.loads(x) for x in (tmp_path / "out" / "base.jsonl").read_text().splitlines()]
+    assert [b["tools"] for b in base] == [[WEATHER], [BOOK]]
+    assert [b["messages"][1]["tool_calls"][0]["function"]["arguments"] for b in base] == [
+        {"city": "Paris"}, {"restaurant": "Nobu", "guests": 2}]
+    # streaming reads the same rows
+    streamed = data_source(_args(dataset_name=str(folder), dataset_streaming=True), split="train")
+    assert [r.data for r in read_records(streamed) if not r.error] == rows
+
+
+def test_mixture_of_json_entries_is_record_exact(tmp_path):
+    rows = _tool_rows()
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.json"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    second.write_text(json.dumps([{**r, "id": r["id"] + "-b"} for r in rows]))
+    mixture = DatasetMixtureConfig(datasets=[{"path": str(first), "fraction": 0.5},
+                                             {"path": "json", "data_files": str(second), "fraction": 0.5}])
+    train = data_source(_args(), mixture, split="train")
+    assert [r.data for r in read_records(train)] == rows + [{**r, "id": r["id"] + "-b"} for r in rows]
+    with pytest.raises(InputError, match="`columns` cannot select from JSON rows read record-exact"):
+        load_mixture(DatasetMixtureConfig(datasets=[{"path": str(first), "columns": ["id"]}]))
+    # Parquet holds the merged structs already: still refused
+    import datasets
+
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "rows.parquet"))
+    with pytest.raises(InputError, match=r"column path 'tools\[\]\.function\.parameters'"):
+        data_source(_args(dataset_name=str(tmp_path / "rows.parquet")), split="train")
 
 
 def test_exactly_one_data_source():

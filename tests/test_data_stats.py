@@ -11,19 +11,6 @@ from balancetrl.data.stats import format_table, summarize, token_stats, turn_tex
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(scope="module")
-def word_tokenizer():
-    """Whitespace word-level tokenizer built in-process: one token per whitespace-separated word."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
-
-
 def _record(cot, calls=None, content=None):
     assistant = {"role": "assistant"}
     if cot is not None:

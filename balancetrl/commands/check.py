@@ -13,6 +13,7 @@ from trl.cli.commands.base import Command, CommandContext
 
 from ..data.formats import FORMATS, resolve_format
 from ..data.io import InputError
+from ..data.mapping import load_mapping
 from ..data.split import run_check
 from .options import add_cot_arguments
 
@@ -34,6 +35,9 @@ class CheckCommand(Command):
                             "say how to read INPUT (sharegpt/openai)")
         p.add_argument("--dataset-info-name", default=None, metavar="NAME",
                        help="the entry of --dataset-info to use (needed when the file has several)")
+        p.add_argument("--mapping", default=None, metavar="FILE",
+                       help="a mapping file (YAML/JSON) for rows of no built-in format: their columns, role tags and "
+                            "call keys (docs/data.md, 'Mapping other rows')")
         p.add_argument("--answers", default=None,
                        help="BFCL possible-answer file (default: possible_answer/<same name> next to INPUT)")
         p.add_argument("--fix", action="store_true",
@@ -46,10 +50,11 @@ class CheckCommand(Command):
     def run(self, args: Namespace, context: CommandContext | None = None) -> int:
         try:
             format, tags = resolve_format(args.format, args.dataset_info, args.dataset_info_name)
+            mapping = load_mapping(args.mapping) if args.mapping else None
             report = run_check(
                 args.input, args.output_dir, format=format, answers=args.answers, fix=args.fix,
                 require_cot=not args.allow_missing_cot, cot_start=args.cot_start, cot_end=args.cot_end,
-                progress=False if args.no_progress else None, tags=tags,
+                progress=False if args.no_progress else None, tags=tags, mapping=mapping,
             )
         except (InputError, OSError) as e:
             print(f"balancetrl check: error: {e}", file=sys.stderr)

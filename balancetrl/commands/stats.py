@@ -11,6 +11,7 @@ from trl.cli.commands.base import Command, CommandContext
 
 from ..data.formats import FORMATS, load_records
 from ..data.io import InputError, atomic_write
+from ..data.mapping import load_mapping
 from ..data.stats import format_table, token_stats
 from .options import add_cot_arguments
 
@@ -33,6 +34,7 @@ class StatsCommand(Command):
         p.add_argument("--tokenizer", required=True,
                        help="tokenizer folder, .gguf file, or smollm2-135m-instruct (offline only)")
         p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+        p.add_argument("--mapping", default=None, metavar="FILE", help="a mapping file for rows of no built-in format")
         p.add_argument("--answers", default=None, help="BFCL possible-answer file")
         add_cot_arguments(p)
         p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -41,7 +43,8 @@ class StatsCommand(Command):
         try:
             tokenizer = tokenizer or load_stats_tokenizer(args.tokenizer)
             rows = load_records(args.input, format=args.format, answers=args.answers,
-                                cot=(args.cot_start, args.cot_end))
+                                cot=(args.cot_start, args.cot_end),
+                                mapping=load_mapping(args.mapping) if args.mapping else None)
             stats = token_stats((r.data for r in rows if not r.error), tokenizer, args.cot_start, args.cot_end)
         except (InputError, OSError, ImportError) as e:
             print(f"balancetrl stats: error: {e}", file=sys.stderr)

@@ -52,25 +52,47 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
                 yield RawRow(line_no, error="invalid_utf8", message=f"line {line_no}: not UTF-8 ({e.reason} at byte "
                              f"{e.start})", raw=raw.decode("utf-8", errors="replace").rstrip("\r\n"))
                 continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: invalid JSON ({e.msg}, "
-                             f"column {e.colno})", raw=text.rstrip("\r\n"))
-                continue
-            except (ValueError, RecursionError) as e:
-                yield RawRow(line_no, error="invalid_json", message=f"line {line_no}: unusable JSON "
-                             f"({why_unusable(e)})", raw=text.rstrip("\r\n"))
-                continue
-            if not isinstance(data, dict):
-                yield RawRow(line_no, error="not_an_object", message=f"line {line_no}: a record must be a JSON "
-                             f"object, got {type(data).__name__}", raw=text.rstrip("\r\n"))
-                continue
-            yield RawRow(line_no, data)
+            yield decode_json_line(line_no, text)
 
 
-def _read_json(path: Path) -> Iterator[RawRow]:
-    # A JSON array cannot be streamed with the stdlib; JSONL is the format for large inputs.
+def decode_json_line(line_no: int, text: str) -> RawRow:
+    """One JSON line → its record, or a `RawRow` naming what is wrong (`invalid_json`, `not_an_object`)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RawRow(line_no, error="invalid_json", message=f"line {line_no}: invalid JSON ({e.msg}, "
+                      f"column {e.colno})", raw=text.rstrip("\r\n"))
+    except (ValueError, RecursionError) as e:
+        return RawRow(line_no, error="invalid_json", message=f"line {line_no}: unusable JSON "
+                      f"({why_unusable(e)})", raw=text.rstrip("\r\n"))
+    if not isinstance(data, dict):
+        return RawRow(line_no, error="not_an_object", message=f"line {line_no}: a record must be a JSON "
+                      f"object, got {type(data).__name__}", raw=text.rstrip("\r\n"))
+    return RawRow(line_no, data)
+
+
+class JsonLines:
+    """A `datasets` dataset of JSON lines kept as text (`load_dataset("text", ...)`: one `text` row per line), read
+    record-exact by `read_records`: each line is decoded with `json` like a `.jsonl` file's, so objects keep exactly
+    their keys (no Arrow struct holding every row's keys) and a bad line is one rejected row. Rows are numbered by
+    their position in the dataset (a file's line number when it is one file)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def rows(self) -> Iterator[RawRow]:
+        for line_no, row in enumerate(self.dataset, start=1):
+            text = row["text"]
+            if text.strip():
+                yield decode_json_line(line_no, text.lstrip("\ufeff"))  # a byte-order mark starts a file's first line
+
+
+def json_document(path: Path) -> list:
+    """The records of a file holding one JSON document: an array, a `{"data": [...]}`-style wrapper, or one object.
+    A JSON array cannot be streamed with the stdlib; JSON lines is the format for large inputs."""
     try:
         value = json.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
@@ -85,7 +107,7 @@ def _read_json(path: Path) -> Iterator[RawRow]:
         value = lists[0] if len(value) == 1 and lists else [value]
     if not isinstance(value, list):
         raise InputError(f"{path}: expected a JSON array of records")
-    yield from iter_rows(value)
+    return value
 
 
 def _read_parquet(path: Path, batch_size: int = 1024) -> Iterator[RawRow]:
@@ -115,12 +137,15 @@ def iter_rows(rows: Iterable[Any]) -> Iterator[RawRow]:
 
 
 def read_records(source: str | os.PathLike | Iterable[Any]) -> Iterator[RawRow]:
-    """Stream rows from a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` folder, or an iterable of dicts (e.g.
-    a `datasets.Dataset`).
+    """Stream rows from a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` folder, `JsonLines`, or an iterable of
+    dicts (e.g. a `datasets.Dataset`).
 
     Raises `InputError` when the file is missing, empty, or of an unknown type; bad rows are yielded with
     `error` set instead of raising.
     """
+    if isinstance(source, JsonLines):
+        yield from source.rows()
+        return
     if not isinstance(source, (str, os.PathLike)):
         yield from iter_rows(source)
         return
@@ -142,7 +167,7 @@ def read_records(source: str | os.PathLike | Iterable[Any]) -> Iterator[RawRow]:
     if suffix in (".jsonl", ".ndjson"):
         rows = _read_jsonl(path)
     elif suffix == ".json":
-        rows = _read_json(path) if _is_json_document(path) else _read_jsonl(path)
+        rows = iter_rows(json_document(path)) if is_json_document(path) else _read_jsonl(path)
     elif suffix == ".parquet":
         rows = _read_parquet(path)
     else:
@@ -158,7 +183,7 @@ def read_records(source: str | os.PathLike | Iterable[Any]) -> Iterator[RawRow]:
 _MAX_DOCUMENT_BYTES = 512 * 2**20
 
 
-def _is_json_document(path: Path) -> bool:
+def is_json_document(path: Path) -> bool:
     """True for one JSON document (an array, `{"data": [...]}`, a pretty-printed object); False for JSON lines.
 
     BFCL ships JSON-lines in files named .json, so the content decides: an array is a document; so is a file whose

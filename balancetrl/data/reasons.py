@@ -19,6 +19,7 @@ REASONS = {
     "answers_not_list": "'answers' is not a list of calls",
     "invalid_answers": "an entry of 'answers' is not a call",
     "invalid_tool": "a tool is not an object",
+    "invalid_query": "'query' is not text, nor a list of turns read with a mapping",
     "invalid_response": "the distilled response is not a string",
     "messages_not_list": "'messages' is not a list",
     "unsupported_bfcl": "a multi-turn BFCL question (only single-turn AST categories load)",

@@ -35,10 +35,12 @@ def run_check(
     tags=None,
     label: str | None = None,
     check: bool = True,
+    mapping=None,
 ) -> dict:
     """Check every record of `source` and write the outputs; returns the report (also written as report.json).
 
-    `check=False` skips both checks: every parseable record is base and `hard.jsonl` is empty.
+    `check=False` skips both checks: every parseable record is base and `hard.jsonl` is empty. `tags` and `mapping`
+    are `load_records`'.
     Raises `InputError` (nothing written) when the input as a whole is unusable.
     """
     from tqdm.auto import tqdm
@@ -51,7 +53,8 @@ def run_check(
     start = time.perf_counter()
     try:
         # progress=None: tqdm shows a bar only on a terminal
-        rows = tqdm(load_records(source, format=format, answers=answers, tags=tags, cot=(cot_start, cot_end)),
+        rows = tqdm(load_records(source, format=format, answers=answers, tags=tags, cot=(cot_start, cot_end),
+                                 mapping=mapping),
                     unit=" rec", mininterval=0.5,
                     disable=None if progress is None else not progress, desc="check")
         for row in rows:
@@ -78,6 +81,7 @@ def run_check(
                 reasons[outcome][reason] += 1
             outcomes[outcome] += 1
         total = sum(outcomes.values())
+        shown_format = "mapping" if mapping is not None else format
         seconds = time.perf_counter() - start
         report = {
             "input": label or (str(source) if isinstance(source, (str, Path)) else type(source).__name__),
@@ -85,8 +89,8 @@ def run_check(
             "outcomes": {name: outcomes[name] for name in OUTPUTS},
             "reasons": {k: dict(v.most_common()) for k, v in reasons.items()},
             "fixed": dict(fixed),
-            "options": {"format": format, "fix": fix, "require_cot": require_cot} if check else
-                       {"format": format, "run_check": False},
+            "options": {"format": shown_format, "fix": fix, "require_cot": require_cot} if check else
+                       {"format": shown_format, "run_check": False},
             "seconds": round(seconds, 3),
             "records_per_second": round(total / seconds, 1) if seconds > 0 else None,
         }

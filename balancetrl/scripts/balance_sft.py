@@ -33,7 +33,8 @@ class BalanceSFTScriptArguments:
         dataset_name (`str`, *optional*):
             TRL's key: a Hub dataset id or a local dataset folder, loaded with `datasets.load_dataset` (a
             `save_to_disk` folder with `load_from_disk`, a local data file as its `train` split). Its rows are
-            converted and checked like a local file.
+            converted and checked like a local file; JSON / JSON-lines data files are read record-exact (as text,
+            each line decoded with `json`: tools and arguments keep exactly their keys).
         dataset_config (`str`, *optional*):
             Configuration name of `dataset_name` (`name` of `datasets.load_dataset`).
         dataset_train_split (`str`, *optional*, defaults to `"train"`):
@@ -50,6 +51,11 @@ class BalanceSFTScriptArguments:
             and `tags` say how to read the data.
         dataset_info_name (`str`, *optional*):
             The entry of `dataset_info` to use, when the file holds several.
+        dataset_mapping (`str`, *optional*):
+            A mapping file (YAML or JSON) for rows of no built-in format: which columns hold the query (a string or
+            a list of turns), tools, answer calls, system prompt and response; what the role tags mean; the answer
+            calls' name / argument keys (`balancetrl.data.mapping.RowMapping`, docs/data.md). Read when the recipe
+            is parsed, so an unknown key fails before anything loads. Leave `dataset_format` at `auto`.
         eval_dataset_path (`str`, *optional*):
             Evaluation data (same formats); only records passing both checks are used. Needs `eval_strategy`.
         run_check (`bool`, *optional*, defaults to `True`):
@@ -85,6 +91,7 @@ class BalanceSFTScriptArguments:
     dataset_format: str = field(default="auto", metadata={"help": "Format of the data ('auto' detects it)."})
     dataset_info: str | None = field(default=None, metadata={"help": "LLaMA-Factory dataset_info.json (or an entry)."})
     dataset_info_name: str | None = field(default=None, metadata={"help": "The entry of dataset_info to use."})
+    dataset_mapping: str | None = field(default=None, metadata={"help": "Mapping file for rows of other shapes."})
     eval_dataset_path: str | None = field(default=None, metadata={"help": "Evaluation data (same formats)."})
     run_check: bool = field(default=True, metadata={"help": "Split into base / hard / rejected with the checks."})
     fix: bool = field(default=False, metadata={"help": "Repair fixable format defects during the check."})
@@ -110,6 +117,10 @@ class BalanceSFTScriptArguments:
         if self.dataset_format not in ("auto", *FORMATS):
             raise ValueError(f"dataset_format must be auto or one of {', '.join(FORMATS)}, got "
                              f"{self.dataset_format!r}")
+        if self.dataset_mapping is not None and Path(self.dataset_mapping).is_file():
+            from balancetrl.data.mapping import load_mapping
+
+            load_mapping(self.dataset_mapping)  # a typo in the mapping fails with the recipe (a missing file: preflight)
         for name in ("max_train_samples", "max_hard_samples"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -161,6 +172,13 @@ def conversation_tags(script_args):
     return resolve_format(script_args.dataset_format, script_args.dataset_info, script_args.dataset_info_name)
 
 
+def row_mapping(script_args):
+    """The `dataset_mapping` file's `RowMapping`, or None."""
+    from balancetrl.data.mapping import load_mapping
+
+    return load_mapping(script_args.dataset_mapping) if script_args.dataset_mapping else None
+
+
 def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
     """Base and hard records (all processes) and the check report; the main process checks and writes the files."""
     from balancetrl.distributed import on_main_process
@@ -175,7 +193,7 @@ def _check_and_read(script_args, data_dir: Path, cot: tuple[str, str], mixture=N
     report = run_check(data_source(script_args, mixture, script_args.dataset_train_split), data_dir, format=fmt,
                        fix=script_args.fix, require_cot=not script_args.allow_missing_cot, cot_start=cot[0],
                        cot_end=cot[1], progress=False, tags=tags, label=dataset_label(script_args, mixture),
-                       check=script_args.run_check)
+                       check=script_args.run_check, mapping=row_mapping(script_args))
     return read_split(data_dir / "base.jsonl"), read_split(data_dir / "hard.jsonl"), report
 
 
@@ -191,7 +209,7 @@ def load_eval_records(script_args, source, cot: tuple[str, str]) -> list[dict]:
 
     fmt, tags = conversation_tags(script_args)
     records = []
-    for row in load_records(source, format=fmt, tags=tags, cot=cot):
+    for row in load_records(source, format=fmt, tags=tags, cot=cot, mapping=row_mapping(script_args)):
         if row.error:
             continue
         # the normalised record, as base.jsonl holds the training records: eval renders the way training does

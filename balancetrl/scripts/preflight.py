@@ -39,6 +39,8 @@ def check_data_source(script_args, mixture=None) -> None:
         check_dataset_path(script_args.dataset_path, "dataset_path")
     if script_args.dataset_info is not None:
         check_dataset_path(script_args.dataset_info, "dataset_info")
+    if script_args.dataset_mapping is not None:
+        check_dataset_path(script_args.dataset_mapping, "dataset_mapping")
 
 
 def check_model_spec(spec: str | None) -> bool:
