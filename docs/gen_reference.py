@@ -347,7 +347,8 @@ def render_results() -> str:
            "claims about other hardware.", ""]
     for entry in index["results"]:
         data = json.loads((RESULTS / entry["file"]).read_text(encoding="utf-8"))
-        out += [f"## {entry['title']} {{#{entry['id']}}}", "", entry["what"], "",
+        # an HTML anchor, not `{#id}`: the same link works on GitHub and on the site
+        out += [f'<a id="{entry["id"]}"></a>', "", f"## {entry['title']}", "", entry["what"], "",
                 f"- File: `benchmarks/results/{entry['file']}`"]
         if entry.get("report"):
             out.append(f"- Report: `benchmarks/results/{entry['report']}`")
