@@ -1,9 +1,10 @@
 """Whether this CPU runs bf16 natively: the x86 flags of bf16 matrix instructions, read from /proc/cpuinfo.
 
-Without AMX or AVX512-BF16, torch emulates bf16 matmuls. On a 2-core AVX2-only AMD EPYC a trainer step under bf16
-autocast took 9.1x as long as in fp32 (benchmarks/results/bf16_cpu_avx2.json) and a CPU demo step ~450 s against 62-66 s;
-on an AMX Xeon bf16 was 1.44x faster than fp32 (benchmarks/results/bf16_cpu.json). TrainingArguments accepts bf16 on
-any CPU and SFTConfig turns it on by default, so nothing else says so before the hours are spent.
+Without AMX or AVX512-BF16, torch emulates bf16 matmuls: on an AVX2-only AMD EPYC a trainer step under bf16 autocast
+took many times as long as in fp32, while on an AMX Xeon bf16 was faster than fp32. The figures, with the commands
+that measured them: benchmarks/results/bf16_cpu_avx2.json and bf16_cpu.json, shown in docs/results.md. The warning
+below quotes the AVX2 figure (tests/test_docs.py checks it against bf16_cpu_avx2.json). TrainingArguments accepts
+bf16 on any CPU and SFTConfig turns it on by default, so nothing else says so before the hours are spent.
 """
 
 from __future__ import annotations

@@ -950,10 +950,12 @@ def parse_args(argv=None):
                         "with cpu ones): give a GPU run its own --units and --out")
     p.add_argument("--bf16", action="store_true",
                    help="train under bf16 autocast (master weights and λ stay fp32) and decode the eval in bf16: "
-                        "about 1.4x faster trainer steps and 1.7x faster decoding on a CPU with AMX; same for every arm")
+                        "faster trainer steps and decoding on a CPU with AMX (benchmarks/results/bf16_cpu.json); same for "
+                        "every arm")
     p.add_argument("--allow-slow-bf16", action="store_true",
                    help="run --bf16 units on a CPU without AMX/avx512_bf16 (torch emulates bf16 there: a trainer "
-                        "step 9x slower than fp32 on an AVX2 EPYC); refused otherwise")
+                        "step many times slower than fp32 on an AVX2 EPYC: benchmarks/results/bf16_cpu_avx2.json); refused "
+                        "otherwise")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--work", default="outputs/ablation_v2", help="unit cache (units/) and trainer/eval outputs")
     p.add_argument("--units", default="", help="unit cache folder (default <work>/units); a committed folder "
@@ -983,8 +985,9 @@ def parse_args(argv=None):
 
 def refuse_emulated_bf16(opts) -> None:
     """--bf16 on a CPU without bf16 matrix units: stop before the first step instead of running for hours. On an
-    AVX2-only EPYC a bf16 step of `make ablation`'s units took ~12 min where the AMX Xeon took ~17 s, and
-    benchmarks/bf16_cpu.py measured a bf16 step at 9.1x an fp32 one there."""
+    AVX2-only EPYC a bf16 step of `make ablation`'s units took minutes where the AMX Xeon took seconds, and
+    benchmarks/bf16_cpu.py measured a bf16 step at many times an fp32 one there (benchmarks/results/bf16_cpu_avx2.json,
+    shown in docs/results.md)."""
     if not opts.bf16 or opts.device != "cpu" or opts.allow_slow_bf16 or cpu_bf16_flags() != []:  # [] = known to emulate
         return
     raise SystemExit(
