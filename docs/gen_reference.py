@@ -266,6 +266,8 @@ def render_cli() -> str:
 
 
 def _balance_sft_section(parser, ours, hdr_cls) -> list[str]:
+    from balancetrl.cli import ACCELERATE_CONFIGS, config_names
+
     options = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
     negations = [s for s in options if s.startswith("--no_")]
     dashed = [s for s in options if "-" in s[2:]]
@@ -280,8 +282,9 @@ def _balance_sft_section(parser, ours, hdr_cls) -> list[str]:
         "launcher: `python -m balancetrl.scripts.balance_sft --config RECIPE [flags]`.", "",
         "| flag | meaning |", "|---|---|",
         "| `--config` | the recipe YAML |",
-        "| `--accelerate_config` | a file, or a name: balancetrl's configs in `recipes/accelerate/` "
-        "(`multi_cpu`, `ddp`, `zero2`, `zero3`, `fsdp2`, `multi_node`) first, then TRL's |",
+        "| `--accelerate_config` | a file, or a name: balancetrl's configs (`balancetrl/accelerate_configs/`: "
+        + ", ".join(f"`{n}`" for n in config_names(ACCELERATE_CONFIGS)) + ") first, then TRL's ("
+        + ", ".join(f"`{n}`" for n in config_names("trl.accelerate_configs")) + ") |",
         "| `--KEY VALUE` | any [recipe key](recipe-keys.md) (balancetrl's: " + ", ".join(
             f"`--{k}`" for k in sorted(own)) + "; TRL's and transformers' keys likewise); overrides the recipe |",
         "| `--hdr.KEY VALUE` | a key of the `hdr:` section, read as YAML: " + ", ".join(
