@@ -133,6 +133,21 @@ def build_tiny_model(tokenizer, seed: int = 0, dtype=None, initializer_range: fl
     return model.to(dtype) if dtype is not None else model
 
 
+def save_tiny_run_inputs(folder, repeat: int = 4):
+    """A tiny model folder (weights and tokenizer) and a JSONL of the fixture conversations `repeat` times: what a
+    run through the CLI reads. Returns (model folder, data file)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer()
+    build_tiny_model(tokenizer).save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    with open(folder / "data.jsonl", "w") as f:
+        for i, conversation in enumerate(make_conversations() * repeat):
+            f.write(json.dumps({"id": f"c{i}", **conversation}) + "\n")
+    return folder / "model", folder / "data.jsonl"
+
+
 def as_dataset(conversations):
     """A `datasets.Dataset` with `tools` and call arguments as JSON strings, as OpenAI/TRL store them (Arrow would
     otherwise merge the keys of different tools' dicts, adding None-valued arguments)."""

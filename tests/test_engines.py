@@ -43,21 +43,16 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from conftest import build_tiny_model, build_tokenizer, make_conversations
+    from conftest import save_tiny_run_inputs
 
     root = tmp_path_factory.mktemp("engines")
-    tokenizer = build_tokenizer()
-    build_tiny_model(tokenizer).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    with open(root / "data.jsonl", "w") as f:
-        for i, conversation in enumerate(make_conversations() * 4):
-            f.write(json.dumps({"id": f"c{i}", **conversation}) + "\n")
+    model, data = save_tiny_run_inputs(root, repeat=4)
     recipe = root / "recipe.yaml"
     recipe.write_text(f"""
-model_name_or_path: {root / 'model'}
+model_name_or_path: {model}
 dtype: float32
 chat_template: keep
-dataset_path: {root / 'data.jsonl'}
+dataset_path: {data}
 allow_missing_cot: true
 use_cpu: true
 max_steps: 4

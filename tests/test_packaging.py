@@ -56,7 +56,7 @@ def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_ac
     import subprocess
     import sys
 
-    from conftest import build_tiny_model, build_tokenizer, make_conversations
+    from conftest import save_tiny_run_inputs
 
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300)
@@ -72,16 +72,11 @@ def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_ac
                            text=True, check=True, cwd=tmp_path).stdout
     assert where.startswith(target), where  # the installed wheel, not the checkout
 
-    tokenizer = build_tokenizer()
-    build_tiny_model(tokenizer).save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    with open(tmp_path / "data.jsonl", "w") as f:
-        for i, conversation in enumerate(make_conversations() * 2):
-            f.write(json.dumps({"id": f"c{i}", **conversation}) + "\n")
+    model, data = save_tiny_run_inputs(tmp_path, repeat=2)
     (tmp_path / "recipe.yaml").write_text(f"""
-model_name_or_path: {tmp_path / 'model'}
+model_name_or_path: {model}
 chat_template: keep
-dataset_path: {tmp_path / 'data.jsonl'}
+dataset_path: {data}
 allow_missing_cot: true
 output_dir: {tmp_path / 'out'}
 use_cpu: true
