@@ -343,8 +343,7 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
             print(f"pushed to {url}")
         print(format_summary(summary, training_args.output_dir))
     trainer.accelerator.wait_for_everyone()
-    if hasattr(trainer, "end"):
-        trainer.end()
+    trainer.end()  # trackers finished, the process group destroyed (transformers 5's Trainer.end)
     return summary
 
 
