@@ -10,6 +10,18 @@ Output directory layout:
                                        resumed run on the same weights)
     entries/<category>/<id>.json       multi-turn, per entry: each turn's query and steps (raw output, parsed calls,
                                        guard rejection, executed calls, tool results) and bfcl's checker verdict
+
+`evaluate_heldout` (a dataset in any format `balancetrl check` reads, see `balancetrl.eval.heldout`):
+
+    heldout/items.jsonl                per item: id, token counts and NLL sums/means of its CoT and call tokens, the
+                                       Answer Check outcome of the model's greedy answer
+    heldout/summary.json               L_c / L_f (token-weighted and item-mean), Answer Check accuracy and reasons,
+                                       skipped records with their reasons
+
+`evaluate_forgetting` (tuned vs base model on general prompts, see `balancetrl.eval.forgetting`):
+
+    forgetting/prompts.jsonl           per prompt: id, the base model's answer, both NLLs of it, KL(base || tuned)
+    forgetting/summary.json            token-weighted and prompt-mean KL and NLLs
 """
 
 from __future__ import annotations
@@ -235,3 +247,94 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
         rows[-1]["generation_seconds"] = sum(latencies)
         rows[-1]["seconds_per_entry"] = (time.perf_counter() - started) / max(len(items), 1)  # model + execution
     return rows
+
+
+def _write_rows(path: Path, rows_file: str, rows: list[dict], summary: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / rows_file, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    (path / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str) + "\n")
+
+
+def evaluate_heldout(
+    model_spec: str,
+    dataset,
+    *,
+    output_dir: str | Path = "bfcl_eval_output",
+    format: str = "auto",
+    answers=None,
+    tags=None,
+    mapping=None,
+    fix: bool = False,
+    require_cot: bool = True,
+    cot: tuple[str, str] | None = None,
+    mask_empty_cot: bool = True,
+    limit: int | None = None,
+    batch_size: int = 4,
+    max_new_tokens: int = 512,
+    chat_template: str = "keep",
+    dtype: str = "float32",
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Teacher-forced L_c / L_f and the Answer Check of `model_spec` on the records of `dataset` (first `limit`
+    evaluable ones); writes `output_dir/heldout/items.jsonl` and `summary.json` and returns the summary.
+
+    The records are tokenized with the tokenizer's chat template after `chat_template` is applied: it needs the
+    `{% generation %}` markers training used (TRL's and balancetrl's *_training templates).
+    """
+    from ..data.calls import DEFAULT_COT
+    from ..segments import SegmentSpec
+    from . import heldout
+
+    cot = tuple(cot or DEFAULT_COT)
+    if tokenizer is None or model is None:
+        model, tokenizer = _load(model_spec, chat_template, dtype, "transformers")
+    items, skipped = heldout.load_items(dataset, format=format, answers=answers, tags=tags, mapping=mapping, fix=fix,
+                                        require_cot=require_cot, cot=cot)
+    items = items[:limit] if limit is not None else items
+    rows = heldout.evaluate_items(
+        model, tokenizer, items, spec=SegmentSpec(cot[0], cot[1], mask_empty_cot), require_cot=require_cot,
+        batch_size=batch_size, max_new_tokens=max_new_tokens, progress="held-out answers" if progress else None,
+    )
+    summary = {"model": str(model_spec), "dataset": str(dataset), "max_new_tokens": max_new_tokens,
+               **heldout.summarize(rows, skipped), "skipped_records": skipped}
+    _write_rows(Path(output_dir) / "heldout", "items.jsonl", rows, summary)
+    return summary
+
+
+def evaluate_forgetting(
+    model_spec: str,
+    base_spec: str,
+    *,
+    output_dir: str | Path = "bfcl_eval_output",
+    limit: int | None = None,
+    batch_size: int = 4,
+    max_new_tokens: int = 128,
+    chat_template: str = "keep",
+    dtype: str = "float32",
+    model=None,
+    tokenizer=None,
+    base_model=None,
+) -> dict:
+    """`balancetrl.eval.forgetting.forgetting` of `model_spec` against `base_spec` on the first `limit` BFCL
+    irrelevance questions; writes `output_dir/forgetting/prompts.jsonl` and `summary.json`, returns the summary.
+
+    Both models are prompted through the tuned model's tokenizer (after `chat_template` is applied)."""
+    from ..models import load_model
+    from .forgetting import PROMPT_SET, forgetting, irrelevance_prompts, summarize
+
+    if tokenizer is None or model is None:
+        model, tokenizer = _load(model_spec, chat_template, dtype, "transformers")
+    if base_model is None:
+        base_model = load_model(base_spec, dtype=dtype)
+    prompts = irrelevance_prompts(limit)
+    rows = forgetting(base_model, model, tokenizer, [p["messages"] for p in prompts], max_new_tokens,
+                      batch_size=batch_size)
+    rows = [{"id": p["id"], "prompt": p["messages"], **row} for p, row in zip(prompts, rows)]
+    summary = {"model": str(model_spec), "base_model": str(base_spec), "prompt_set": PROMPT_SET,
+               "bfcl_eval_version": _bfcl_version(), "max_new_tokens": max_new_tokens, **summarize(rows)}
+    _write_rows(Path(output_dir) / "forgetting", "prompts.jsonl", rows, summary)
+    return summary
