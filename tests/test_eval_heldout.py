@@ -143,6 +143,7 @@ PROMPTS = [[{"role": "user", "content": "What is the weather in Paris?"}],
 def test_kl_of_a_model_with_itself_is_zero(tokenizer):
     model = build_tiny_model(tokenizer, seed=2)
     rows = fg.forgetting(model, model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
+    assert torch.is_grad_enabled()  # the two interleaved scoring passes left grad mode as they found it
     assert [r["kl_sum"] for r in rows] == [0.0, 0.0]
     assert [r["tuned_nll_sum"] for r in rows] == [r["base_nll_sum"] for r in rows]
     assert all(r["answer_tokens"] >= 1 for r in rows)

@@ -7,10 +7,11 @@ References from BFCL possible answers (`alternatives`) follow BFCL's rules (`bfc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .bfcl_match import bfcl_match
-from .calls import from_tool_calls
+from .calls import DEFAULT_COT, CallParseError, from_tool_calls, parse_assistant_output
 from .reasons import OK, CheckResult, fail
 
 _MISSING = object()
@@ -210,3 +211,39 @@ def answer_check_parsed(calls, reference, tools, issues, fix, where) -> CheckRes
     if len(calls) != len(reference):
         return fail("wrong_call_count", f"{where}: {len(calls)} call(s), the reference has {len(reference)}")
     return _assign(calls, reference, tool_index, where)
+
+
+@dataclass
+class GeneratedAnswer:
+    """A generated assistant turn, parsed, and its Answer Check verdict."""
+
+    verdict: str  # "passed" or the rejection reason (`parse:<code>`, `no_cot`, `empty_answer`, an answer-check reason)
+    reasoning: str | None = None
+    calls: list | None = None
+    content: str = ""
+
+
+def check_generated(text: str, reference: list | None, tools: list, require_cot: bool,
+                    cot: tuple[str, str] = DEFAULT_COT) -> GeneratedAnswer:
+    """The free, deterministic Answer Check of generated text (HDR's gate, held-out evaluation): parsed without
+    evaluating it, then its calls against `reference` (no reference: any parseable, non-empty answer passes)."""
+    try:
+        reasoning, calls, content = parse_assistant_output(text, *cot)
+    except CallParseError as e:
+        return GeneratedAnswer(f"parse:{getattr(e, 'reason', 'error')}")
+    except (ValueError, TypeError, RecursionError):  # model output the parsers did not foresee: never stop training
+        return GeneratedAnswer("parse:error")
+    answer = GeneratedAnswer("passed", reasoning, calls, content)
+    if require_cot and not reasoning:
+        answer.verdict = "no_cot"
+    elif calls is None and not content.strip():
+        answer.verdict = "empty_answer"
+    elif reference is not None:
+        try:
+            result = answer_check(calls, reference, tools)
+        except (ValueError, TypeError, RecursionError):
+            answer.verdict = "parse:error"
+            return answer
+        if not result.ok:
+            answer.verdict = result.reason or "answer_check"
+    return answer

@@ -9,7 +9,7 @@ reference turns and the Answer Check of its own greedy answer.
   Sums and counts per item, so a summary can weight by tokens or by items.
 - Answer Check: the model answers the record's last assistant turn (the conversation before it as the prompt,
   greedy, through the same chat template); the answer is parsed and checked against the turn's reference exactly as
-  an HDR round gates a regenerated answer (`balancetrl.hdr.rounds.gate`). The reference is the record's `reference`
+  an HDR round gates a regenerated answer (`balancetrl.data.answers.check_generated`). The reference is the record's `reference`
   for that turn, or, where the record has none, the calls (or text answer) the record itself gives.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
+from ..data.answers import check_generated
 from ..data.calls import DEFAULT_COT, from_tool_calls
 from ..data.checks import check_record
 from ..data.formats import load_records
 from ..data.training import to_training_row
 from ..generation import TransformersGeneration
-from ..hdr.rounds import HardSample, gate
 from ..segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
 from .teacher_forced import next_token_log_probs
 
@@ -131,11 +131,12 @@ def _mean(total: float, n: int) -> float | None:
 
 def item_row(item: HeldOutItem, nll: SegmentNLL, output: str, require_cot: bool, cot: tuple[str, str]) -> dict:
     """One line of items.jsonl: the item's token counts, NLL sums and means, and its Answer Check outcome."""
-    log = gate(HardSample(item.record, item.turn, item.reference), output, 0, require_cot, cot)
+    answer = check_generated(output, item.reference, item.record.get("tools") or [], require_cot, cot)
     return {
         "id": item.id, "line": item.line, "check": item.check, "turn": item.turn, **asdict(nll),
         "nll_cot_mean": _mean(nll.nll_cot_sum, nll.n_cot), "nll_call_mean": _mean(nll.nll_call_sum, nll.n_call),
-        "answer_ok": log.gate == "passed", "answer_reason": None if log.gate == "passed" else log.gate,
+        "answer_ok": answer.verdict == "passed",
+        "answer_reason": None if answer.verdict == "passed" else answer.verdict,
         "reference_source": item.reference_source, "output": output,
     }
 

@@ -32,17 +32,20 @@ def next_token_log_probs(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for start in range(0, len(sequences), batch_size):
-                batch = sequences[start : start + batch_size]
-                width = max(len(ids) for ids in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, ids in enumerate(batch):
-                    input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-                    attention_mask[row, : len(ids)] = 1
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start : start + batch_size]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+                attention_mask[row, : len(ids)] = 1
+            # no_grad around the forward only, never across a `yield`: grad mode is global, and a generator suspended
+            # inside no_grad (two of them interleaved, as forgetting reads base and tuned) leaves it off for the caller
+            with torch.no_grad():
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-                for row, ids in enumerate(batch):
-                    yield torch.log_softmax(logits[row, : len(ids) - 1].to("cpu", torch.float64), dim=-1)
+                rows = [torch.log_softmax(logits[row, : len(ids) - 1].to("cpu", torch.float64), dim=-1)
+                        for row, ids in enumerate(batch)]
+            yield from rows
     finally:
         model.train(was_training)

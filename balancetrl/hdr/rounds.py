@@ -9,8 +9,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.answers import answer_check
-from ..data.calls import DEFAULT_COT, CallParseError, from_tool_calls, parse_assistant_output, to_tool_calls
+from ..data.answers import answer_check, check_generated
+from ..data.calls import DEFAULT_COT, from_tool_calls, to_tool_calls
 from .verdicts import Candidate, JudgeItem
 
 
@@ -97,28 +97,8 @@ class RoundResult:
 
 def gate(sample: HardSample, text: str, index: int, require_cot: bool, cot: tuple[str, str]) -> CandidateLog:
     """The free, deterministic Answer Check: an answer that fails it never reaches a judge."""
-    log = CandidateLog(sample.id, index, text, gate="passed")
-    try:
-        log.reasoning, log.calls, log.content = parse_assistant_output(text, *cot)
-    except CallParseError as e:
-        log.gate = f"parse:{getattr(e, 'reason', 'error')}"
-        return log
-    except (ValueError, TypeError, RecursionError):  # model output the parsers did not foresee: never stop training
-        log.reasoning, log.calls, log.content, log.gate = None, None, "", "parse:error"
-        return log
-    if require_cot and not log.reasoning:
-        log.gate = "no_cot"
-    elif log.calls is None and not log.content.strip():
-        log.gate = "empty_answer"
-    elif sample.reference is not None:
-        try:
-            result = answer_check(log.calls, sample.reference, sample.tools)
-        except (ValueError, TypeError, RecursionError):
-            log.gate = "parse:error"
-            return log
-        if not result.ok:
-            log.gate = result.reason or "answer_check"
-    return log
+    answer = check_generated(text, sample.reference, sample.tools, require_cot, cot)
+    return CandidateLog(sample.id, index, text, answer.verdict, answer.reasoning, answer.calls, answer.content)
 
 
 def accepted_record(sample: HardSample, log: CandidateLog, round_index: int) -> dict:
