@@ -298,11 +298,15 @@ def test_vllm_backend_missing_gives_clear_error(monkeypatch):
 
 
 def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
-    """--dtype reaches vllm.LLM (it was dropped: a bf16 request silently ran in the checkpoint's dtype)."""
+    """--dtype reaches vllm.LLM (it was dropped: a bf16 request silently ran in the checkpoint's dtype); on CPU the
+    engine gets prefix caching, its hit counters, an explicit KV cache (not 92% of the machine's RAM) and runs in
+    this process (vLLM's own startup error surfaces here)."""
+    import os
     import sys
     import types
 
     from balancetrl.eval import runner
+    from balancetrl.generation.vllm_backend import CPU_KV_CACHE_BYTES
 
     seen = {}
 
@@ -310,11 +314,59 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
+    platforms = types.SimpleNamespace(current_platform=types.SimpleNamespace(is_cpu=lambda: True))
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, platforms=platforms))
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     from conftest import build_tokenizer
 
     runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
-    assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16"}
+    assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16",
+                    "enable_prefix_caching": True, "disable_log_stats": False, "kv_cache_memory_bytes": 4 * 1024**3}
+    assert CPU_KV_CACHE_BYTES == 4 * 1024**3
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+    seen.clear()
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # vLLM's own setting wins
+    runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "float32", prefix_caching=False)
+    assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "float32",
+                    "enable_prefix_caching": False, "disable_log_stats": False}
+
+
+def test_vllm_prefix_cache_counts_read_vllms_counters():
+    import types
+
+    from balancetrl.generation.vllm_backend import prefix_cache_counts
+
+    def counter(name, value):
+        return types.SimpleNamespace(name=name, value=value)
+
+    llm = types.SimpleNamespace(get_metrics=lambda: [
+        counter("vllm:prefix_cache_queries", 400), counter("vllm:prefix_cache_hits", 300),
+        counter("vllm:external_prefix_cache_hits", 7), counter("vllm:num_requests_running", 2),
+    ])
+    assert prefix_cache_counts(llm) == {"queries": 400, "hits": 300, "hit_rate": 0.75}
+    empty = types.SimpleNamespace(get_metrics=lambda: [])
+    assert prefix_cache_counts(empty) == {"queries": 0, "hits": 0, "hit_rate": None}
+
+
+def test_vllm_import_failure_of_cuda_torchvision_explains(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name == "vllm":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    from balancetrl.generation import OfflineVLLM
+
+    with pytest.raises(ImportError, match=r"^`import vllm` failed: operator torchvision::nms does not exist\. With "
+                       r"torch's CPU wheel this is a CUDA build of torchvision, torchaudio or torchcodec"):
+        OfflineVLLM("some/dir", None)
 
 
 def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):

