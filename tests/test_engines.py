@@ -12,12 +12,12 @@ four orders below one step's change of either.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_distributed import _free_port
 
 pytest.importorskip("deepspeed", reason="the engine tests need deepspeed (make install puts it in the venv)")
 
@@ -33,12 +33,6 @@ ENGINES = {  # name -> (flags after the recipe, the engine the run must report)
     "fsdp2": (["--accelerate_config", "multi_cpu", "--model_fsdp_size", "2", "--save_only_model", "true"],
               "fsdp2-transformers"),
 }
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

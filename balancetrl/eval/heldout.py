@@ -8,9 +8,10 @@ reference turns and the Answer Check of its own greedy answer.
   token (calls, text answers, end of turn), NLL from `balancetrl.eval.teacher_forced` (float64 log-softmax).
   Sums and counts per item, so a summary can weight by tokens or by items.
 - Answer Check: the model answers the record's last assistant turn (the conversation before it as the prompt,
-  greedy, through the same chat template); the answer is parsed and checked against the turn's reference exactly as
-  an HDR round gates a regenerated answer (`balancetrl.data.answers.check_generated`). The reference is the record's `reference`
-  for that turn, or, where the record has none, the calls (or text answer) the record itself gives.
+  greedy, through the same chat template); the answer is parsed and checked against the turn's reference by
+  `balancetrl.data.answers.check_generated`, the check HDR's rule gate applies to a regenerated answer. The reference
+  is the record's `reference` for that turn, or, where the record has none, the calls (or text answer) the record
+  itself gives.
 """
 
 from __future__ import annotations
