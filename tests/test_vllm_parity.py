@@ -16,7 +16,7 @@ from importlib import resources
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 N_PROMPTS = 16
 MAX_NEW_TOKENS = 48
