@@ -306,7 +306,7 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     import types
 
     from balancetrl.eval import runner
-    from balancetrl.generation.vllm_backend import CPU_KV_CACHE_BYTES
+    from balancetrl.generation.vllm_backend import CPU_KV_CACHE_GIB
 
     seen = {}
 
@@ -323,12 +323,12 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
 
     runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
     assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16",
-                    "enable_prefix_caching": True, "disable_log_stats": False, "kv_cache_memory_bytes": 4 * 1024**3}
-    assert CPU_KV_CACHE_BYTES == 4 * 1024**3
+                    "enable_prefix_caching": True, "disable_log_stats": False}
+    assert CPU_KV_CACHE_GIB == 4 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
     seen.clear()
-    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # vLLM's own setting wins
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # the user's setting wins
     runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "float32", prefix_caching=False)
     assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "float32",
                     "enable_prefix_caching": False, "disable_log_stats": False}

