@@ -1,8 +1,8 @@
 """BalanceSFT ablation in the paper's regime (long CoT, α ≈ 0.8): paired, multi-seed, resumable. Successor of
 `ablation.py` (whose results, `results/ablation.md`, stay as they were).
 
-    python benchmarks/ablation_v2.py --data ../shared/data/toolrl_xlam_cot.jsonl [--seeds 0,1] [--epochs 2] ...
-    python benchmarks/ablation_v2.py ... --report-only     # rebuild the report from the cached units
+    python -m benchmarks.ablation_v2 --data ../shared/data/toolrl_xlam_cot.jsonl [--seeds 0,1] [--epochs 2] ...
+    python -m benchmarks.ablation_v2 ... --report-only     # rebuild the report from the cached units
 
 Data: the rows of `--data` that `check_record` puts in the base set train every arm (rows longer than
 --max-length tokens are dropped, not truncated: keep_start truncation would cut off the call). Hard set of the HDR
@@ -40,10 +40,8 @@ import argparse
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import statistics
-import sys
 import time
 from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
@@ -52,13 +50,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from ablation import StepTimer, machine, plan_steps
-from paired_stats import accuracy_ci, paired_bootstrap
-from unit_cache import UnitCache, config_hash
-
 from balancetrl.cpu import cpu_bf16_flags
+from benchmarks.common import StepTimer, command_line, machine, plan_steps
+from benchmarks.paired_stats import accuracy_ci, paired_bootstrap
+from benchmarks.unit_cache import UnitCache, config_hash
 
 MODEL = "smollm2-135m-instruct"
 CATEGORIES = ["simple_python", "multiple"]
@@ -920,7 +915,7 @@ def versions() -> dict:
 
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ablation_v2", description=__doc__.split("\n")[0])
     p.add_argument("--data", default="../shared/data/toolrl_xlam_cot.jsonl", help="training data (checked here)")
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--seeds", default="0,1", help="seeds of every trained arm (≥ 2 for the pooled comparison)")
@@ -1006,7 +1001,7 @@ def main(argv=None):
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.ablation_v2", argv)
     work, out = Path(opts.work), Path(opts.out)
     cache = UnitCache(Path(opts.units) if opts.units else work / "units")
     data = build_data(opts, load_tokenizer(MODEL))

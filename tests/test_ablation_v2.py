@@ -4,16 +4,13 @@ the in-process tiny model)."""
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import ablation_v2
-from paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
-from unit_cache import UnitCache, config_hash
+from benchmarks import ablation_v2
+from benchmarks.paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
+from benchmarks.unit_cache import UnitCache, config_hash
 
 
 # ------------------------------------------------------------------------------------------------ statistics
