@@ -33,7 +33,7 @@ def train_child(bf16: bool, opts) -> list[float]:
     from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
     from balancetrl.data.training import to_training_dataset
     from balancetrl.models import load_model_and_tokenizer
-    from benchmarks.ablation_v2 import check_file, supervised_alpha
+    from benchmarks.ablation_v2.data import check_file, supervised_alpha
     from benchmarks.common import StepTimer
 
     torch.set_num_threads(opts.threads)
