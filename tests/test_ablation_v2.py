@@ -4,6 +4,7 @@ the in-process tiny model)."""
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,57 @@ def test_unit_cache_ignores_a_truncated_file(tmp_path):
     cache = UnitCache(tmp_path)
     (tmp_path / "ssb-s1.json").write_text('{"accuracy": 0.')
     assert cache.load("ssb-s1", {"arm": "ssb"}) is None
+
+
+# ------------------------------------------------------------------------------------------------ committed units
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TOOLRL = ROOT.parent / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
+
+
+def make_ablation_opts(tmp_path):
+    """The options `make ablation` runs with (the Makefile's ABLATION_ARGS), with a stand-in --data file."""
+    args = re.search(r"^ABLATION_ARGS \?= (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    return runner.parse_args(["--data", str(data_file), *args])
+
+
+def test_committed_units_keep_their_config_hash(tmp_path):
+    """Today's code gives every committed unit (benchmarks/results/ablation_v2/units/) the config and hash stored in
+    it, from `make ablation`'s options and the data the committed report recorded (fingerprint, α, row counts): a
+    rerun of `make ablation` skips them as cached."""
+    committed = json.loads((RESULTS / "ablation_v2.json").read_text())
+    info = committed["data"]
+    opts = make_ablation_opts(tmp_path)
+    plan = config.step_plan(opts, info["base_used"], info["hard_used"])
+    assert plan == committed["plan"]
+    data = {"base": [{}] * info["base_used"], "hard": [{}] * info["hard_used"], "info": info}
+    expected, configs = config.unit_configs(opts, data, plan)
+    assert [config.unit_name(a, s) for a, s in expected] == list(configs)
+    assert sorted(configs) == sorted(committed["units_done"] + committed["units_missing"])
+    stored = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "ablation_v2" / "units").glob("*.json")
+              if not p.name.endswith(".stale.json")}
+    assert sorted(stored) == committed["units_done"] and len(stored) == 13
+    for name, unit in stored.items():
+        assert configs[name] == unit["config"], name
+        assert config_hash(configs[name]) == unit["config_hash"] == config_hash(unit["config"]), name
+    cache = UnitCache(RESULTS / "ablation_v2" / "units")
+    assert all(cache.load(name, configs[name]) for name in stored)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TOOLRL.is_file(), reason="needs ../shared/data/toolrl_xlam_cot.jsonl")
+def test_committed_report_data_is_rebuilt_from_the_data_file(tmp_path):
+    """The data half of the hashes above: build_data on the real file gives the fingerprint, α and counts the committed
+    report recorded (and so the committed units' config hashes)."""
+    from balancetrl.models import load_tokenizer
+
+    opts = make_ablation_opts(tmp_path)
+    opts.data = str(TOOLRL)
+    info = build_data(opts, load_tokenizer(config.MODEL))["info"]
+    committed = json.loads((RESULTS / "ablation_v2.json").read_text())["data"]
+    assert {k: v for k, v in info.items() if k != "path"} == {k: v for k, v in committed.items() if k != "path"}
 
 
 # ------------------------------------------------------------------------------------------------ runner: resume
@@ -457,8 +509,6 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
     assert len(loud) == 1 and loud[0].startswith("ssb-s1 vs ssb-s0: ")  # sft's seeds are not distinguishable
 
 
-
-TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
 
 
 @pytest.mark.slow
