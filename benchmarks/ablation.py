@@ -1,8 +1,8 @@
 """Ablation of BalanceSFT at CPU scale (paper Table 5: SFT -> +SSB -> +HDR -> both), SmolLM2-135M-Instruct.
 
-    python benchmarks/ablation.py [--n-train 600] [--steps 40] [--batch 4] [--max-length 512] [--limit 30]
-                                  [--max-new-tokens 96] [--hdr-rounds 1] [--max-hard 16] [--threads 2]
-                                  [--arms base,sft,ssb,sft_hdr,ssb_hdr] [--out benchmarks/results]
+    python -m benchmarks.ablation [--n-train 600] [--steps 40] [--batch 4] [--max-length 512] [--limit 30]
+                                   [--max-new-tokens 96] [--hdr-rounds 1] [--max-hard 16] [--threads 2]
+                                   [--arms base,sft,ssb,sft_hdr,ssb_hdr] [--out benchmarks/results]
 
 Arms (every trained arm starts from the same GGUF weights, with the same seed, data pool and optimizer steps):
     base      SmolLM2-135M-Instruct untrained
@@ -31,27 +31,23 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fixtures
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import set_seed
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer, HDRCallback, HDRConfig
-from balancetrl.cpu import cpu_bf16_flags, read_cpuinfo
 from balancetrl.data.checks import check_record
 from balancetrl.data.training import to_training_dataset
 from balancetrl.eval.runner import evaluate_bfcl
 from balancetrl.models import load_model_and_tokenizer
+from benchmarks.common import StepTimer, command_line, machine, plan_steps
 from tests.fixtures.synthetic import generate_labeled
 
 MODEL = "smollm2-135m-instruct"
@@ -66,32 +62,6 @@ ARM_SPEC = {  # arm -> (trained, ssb, hdr)
 CATEGORIES = ["simple_python", "multiple"]
 
 
-class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step (HDR rounds run between steps and are timed separately)."""
-
-    def __init__(self):
-        self.step_seconds: list[float] = []
-        self._t = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._t is not None:
-            self.step_seconds.append(time.perf_counter() - self._t)
-        self._t = None
-
-
-def machine() -> dict:
-    cpu, cpuinfo = "unknown", read_cpuinfo()
-    for line in cpuinfo.splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "cpu_bf16_flags": cpu_bf16_flags(cpuinfo),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
-
-
 def build_data(opts) -> dict:
     records, labels = generate_labeled(opts.n_train, opts.seed, opts.hard_fraction, opts.reject_fraction)
     split = {"base": [], "hard": [], "rejected": []}
@@ -102,26 +72,6 @@ def build_data(opts) -> dict:
         agree += out.outcome == labels[rec["id"]]["status"]
     return {"base": split["base"], "hard": split["hard"][: opts.max_hard], "counts": {k: len(v) for k, v in split.items()},
             "check_agrees_with_labels": agree, "n_generated": len(records)}
-
-
-def plan_steps(opts, n_base: int, n_hard: int) -> dict:
-    b = opts.batch  # one process, gradient_accumulation_steps=1: one batch = one optimizer step
-    round_size = opts.round_size or max(n_hard, b)
-    round_steps = opts.hdr_rounds * math.ceil(round_size / b)
-    if opts.steps > 0:
-        cold_steps = opts.steps - round_steps
-        if cold_steps < 1:
-            raise SystemExit(f"--steps {opts.steps} leaves no cold-start step after {round_steps} round steps")
-        base_used = min(n_base, cold_steps * b)
-        if base_used < cold_steps * b:
-            raise SystemExit(f"--steps {opts.steps} needs {cold_steps * b} base samples, the checks gave {n_base}: "
-                             "raise --n-train")
-        epochs = 1
-    else:
-        base_used, epochs = n_base, opts.epochs
-        cold_steps = epochs * math.ceil(n_base / b)
-    return {"base_used": base_used, "cold_start_epochs": epochs, "cold_steps": cold_steps, "round_size": round_size,
-            "round_steps": round_steps, "total_steps": cold_steps + round_steps}
 
 
 def last_log(history: list[dict], key: str):
@@ -356,7 +306,7 @@ def main(argv=None):
         torch.set_num_threads(opts.threads)
 
     t_start = time.perf_counter()
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.ablation", argv)
     data = build_data(opts)
     if any(ARM_SPEC[a][2] for a in arms) and not data["hard"]:
         raise SystemExit("the checks found no hard sample: raise --n-train or --hard-fraction")

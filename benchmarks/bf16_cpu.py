@@ -1,6 +1,6 @@
 """fp32 vs bf16 on this CPU for the ablation's two costs: a BalanceSFTTrainer step and greedy decoding.
 
-    python benchmarks/bf16_cpu.py [--steps 5] [--rows 20] [--json benchmarks/results/bf16_cpu.json]
+    python -m benchmarks.bf16_cpu [--steps 5] [--rows 20] [--json benchmarks/results/bf16_cpu.json]
 
 Why: `make ablation` runs with `--bf16` (autocast training, bf16 decoding) to fit a CPU session; this is the figure
 behind that choice, on SmolLM2-135M-Instruct and the ablation's own rows (batch 4, rows of up to 1,024 tokens).
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"
 
@@ -30,12 +29,12 @@ def train_child(bf16: bool, opts) -> list[float]:
     """Seconds of each of `opts.steps` BalanceSFTTrainer steps (batch 4 of the ablation's first `opts.rows` rows) on
     `opts.threads` threads, in a fresh model (also used by parallel_units_cpu.py)."""
     import torch
-    from ablation import StepTimer
-    from ablation_v2 import check_file, supervised_alpha
 
     from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
     from balancetrl.data.training import to_training_dataset
     from balancetrl.models import load_model_and_tokenizer
+    from benchmarks.ablation_v2.data import check_file, supervised_alpha
+    from benchmarks.common import StepTimer
 
     torch.set_num_threads(opts.threads)
     model, tok = load_model_and_tokenizer("smollm2-135m-instruct")
@@ -88,14 +87,13 @@ def main() -> None:
     train = {"fp32": [], "bf16": []}
     for _ in range(opts.pairs):
         for kind in ("fp32", "bf16"):
-            cmd = [sys.executable, __file__, "--train-child", kind, "--steps", str(opts.steps), "--rows",
+            cmd = [sys.executable, "-m", "benchmarks.bf16_cpu", "--train-child", kind, "--steps", str(opts.steps), "--rows",
                    str(opts.rows), "--threads", str(opts.threads), "--data", opts.data, "--tmp", opts.tmp]
             lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
             train[kind] += json.loads(lines[-1])[1:]  # the first step pays for allocations: left out
     dec = decode(opts)
-    from ablation import machine
-
     from balancetrl.cpu import cpu_bf16_flags
+    from benchmarks.common import machine
 
     res = {
         "train_step_seconds_median": {k: statistics.median(v) for k, v in train.items()},

@@ -1,8 +1,8 @@
 """Throughput of `balancetrl check` on a 60k-record synthetic xlam+CoT file, single process, and per input format.
 
-    python benchmarks/check_throughput.py [--records 60000] [--cot-words 250] [--memory-records 20000,200000]
+    python -m benchmarks.check_throughput [--records 60000] [--cot-words 250] [--memory-records 20000,200000]
                                           [--keep DIR] [--json benchmarks/results/check_throughput.json]
-    python benchmarks/check_throughput.py --formats-only [--formats-records 20000] [--repeats 3]
+    python -m benchmarks.check_throughput --formats-only [--formats-records 20000] [--repeats 3]
                                           [--json benchmarks/results/check_throughput_formats.json]
 
 Rows look like xlam-function-calling-60k plus a distilled response (`<think>` ~250 words, then a Python call
@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import command_line
 
 WORDS = ["the", "user", "wants", "to", "call", "function", "with", "argument", "value", "so", "I", "should", "check", "which", "tool", "fits", "the", "request", "and", "then", "pass", "city", "unit", "date", "amount", "because", "required", "parameters", "must", "be", "present"]
 CITIES = ["Paris", "Zürich, CH", "東京", 'New "York"', "São Paulo", "Oslo"]
@@ -284,10 +286,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-check-"))
     root.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.formats_only:
         print(f"per format, {args.formats_records} conversations, CoT ~{args.cot_words} words per turn:")
-        results = {"command": "python benchmarks/check_throughput.py " + " ".join(argv or sys.argv[1:]),
+        results = {"command": command_line("benchmarks.check_throughput", argv),
                    "cot_words": args.cot_words, **format_throughput(root, args.formats_records, args.cot_words,
                                                                     args.repeats)}
         if args.json:

@@ -1,6 +1,6 @@
 """Step time and peak memory of the distributed engines against DDP, on 2 CPU ranks (gloo), one run each.
 
-    python benchmarks/engines_cpu.py [--steps 10] [--hidden 256] [--layers 4] [--json benchmarks/results/engines_cpu.json]
+    python -m benchmarks.engines_cpu [--steps 10] [--hidden 256] [--layers 4] [--json benchmarks/results/engines_cpu.json]
 
 Each engine trains the same model (a random Llama of the given shape, saved once) on the same rows through the CLI
 (`balancetrl balance-sft --accelerate_config ...`), as a user runs it, from its own benchmark process. Step time:
@@ -25,6 +25,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from benchmarks.common import command_line, cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = {
     "ddp": ["--accelerate_config", "multi_cpu"],
@@ -32,13 +34,6 @@ ENGINES = {
     "zero3": ["--accelerate_config", "zero3_cpu"],
     "fsdp2": ["--accelerate_config", "multi_cpu", "--model_fsdp_size", "2"],
 }
-
-
-def cpu_model() -> str:
-    from balancetrl.cpu import read_cpuinfo
-
-    names = [line.split(":", 1)[1].strip() for line in read_cpuinfo().splitlines() if line.startswith("model name")]
-    return names[0] if names else platform.machine()
 
 
 def free_port() -> int:
@@ -120,7 +115,7 @@ def main():
         recipe = prepare(Path(tmp), opts.hidden, opts.layers)
         results = {}
         for name in opts.engines.split(","):
-            r = subprocess.run([sys.executable, __file__, "--steps", str(opts.steps),
+            r = subprocess.run([sys.executable, "-m", "benchmarks.engines_cpu", "--steps", str(opts.steps),
                                 "--child", f"{name},{recipe},{Path(tmp) / name}"],
                                capture_output=True, text=True, check=True)
             results[name] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -130,11 +125,11 @@ def main():
                      "peak_rss_vs_ddp": round(r["peak_rss_gib"] / ddp["peak_rss_gib"], 3)}
               for name, r in results.items() if name != "ddp"}
     report = {
-        "command": "python benchmarks/engines_cpu.py " + " ".join(sys.argv[1:]),
+        "command": command_line("benchmarks.engines_cpu"),
         "what": "2 CPU ranks (gloo), fp32, one run per engine through the CLI; CPU figures, not GPU ones",
         "model": {"hidden": opts.hidden, "layers": opts.layers, "per_device_batch": 2, "max_length": 512,
                   "steps": opts.steps},
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_model(default=platform.machine()), "cores": os.cpu_count(), "torch": torch.__version__,
                     "deepspeed": version("deepspeed"), "balancetrl": balancetrl.__version__},
         "results": results, "ratios": ratios,
     }

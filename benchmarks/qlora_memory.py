@@ -1,6 +1,6 @@
 """Peak resident memory of a QLoRA run (NF4 base + LoRA, bitsandbytes' CPU backend) against the same LoRA run in fp32.
 
-    python benchmarks/qlora_memory.py [--hidden 1024 --intermediate 2816 --layers 8 --steps 4]
+    python -m benchmarks.qlora_memory [--hidden 1024 --intermediate 2816 --layers 8 --steps 4]
         [--json benchmarks/results/qlora_memory.json]
 
 CPU figures: what `load_in_4bit: true` saves on a machine without a GPU (GPU memory is not measured here).
@@ -30,18 +30,16 @@ import math
 import os
 import platform
 import re
-import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablation.machine
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest: tokenizer and conversations
+
+from benchmarks.common import RssSampler, command_line, machine, status_kib
 
 RECIPE = """
 chat_template: keep
@@ -67,10 +65,6 @@ disable_tqdm: true
 ARMS = {"lora_fp32": [], "qlora_nf4": ["--load_in_4bit", "true"]}
 
 
-def status_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
 def mapped_kib(path: Path) -> int:
     """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
     total, inside = 0, False
@@ -82,33 +76,12 @@ def mapped_kib(path: Path) -> int:
     return total
 
 
-class PeakSampler:
-    """Peak RssAnon and RssFile every 5 ms while the block runs (the kernel keeps a high-water mark of their sum
-    only, VmHWM)."""
-
-    def __enter__(self):
-        self.peak = {"RssAnon": status_kib("RssAnon"), "RssFile": status_kib("RssFile")}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.wait(0.005):
-            for field in self.peak:
-                self.peak[field] = max(self.peak[field], status_kib(field))
-
-
 def build_inputs(opts) -> tuple[Path, Path]:
     """The model folder (fp32 safetensors + tokenizer) and the data file, under `--tmp`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from conftest import build_tokenizer, make_conversations
+    from tests.fixtures.conversations import build_tokenizer, make_conversations
 
     tmp = Path(opts.tmp)
     model_dir, data = tmp / "model", tmp / "data.jsonl"
@@ -149,7 +122,8 @@ def child(arm: str, opts) -> dict:
         seen["checkpoint_mapped_before_train_kib"] = mapped_kib(checkpoint)
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
         start = time.perf_counter()
-        with PeakSampler() as sampler:
+        # the kernel keeps a high-water mark of the sum only (VmHWM): its anonymous and file parts are sampled
+        with RssSampler(("RssAnon", "RssFile"), interval=0.005) as sampler:
             out = train(self, *args, **kwargs)
         seen["train_seconds"] = round(time.perf_counter() - start, 1)
         seen["peak_rss_train_kib"] = status_kib("VmHWM")
@@ -193,21 +167,19 @@ def main(argv=None) -> None:
     if opts.child:
         print(json.dumps(child(opts.child, opts)))
         return
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.qlora_memory", argv)
     Path(opts.tmp).mkdir(parents=True, exist_ok=True)
     (Path(opts.tmp) / "recipe.yaml").write_text(RECIPE)
     build_inputs(opts)
     arms = {}
     for arm in ARMS:
-        cmd = [sys.executable, __file__, "--child", arm, "--hidden", str(opts.hidden), "--intermediate",
+        cmd = [sys.executable, "-m", "benchmarks.qlora_memory", "--child", arm, "--hidden", str(opts.hidden), "--intermediate",
                str(opts.intermediate), "--layers", str(opts.layers), "--steps", str(opts.steps), "--threads",
                str(opts.threads), "--tmp", opts.tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"{arm} failed:\n{done.stderr[-3000:]}")
         arms[arm] = json.loads(done.stdout.strip().splitlines()[-1])
-    from ablation import machine
-
     lora, qlora = arms["lora_fp32"], arms["qlora_nf4"]
     mib = {k: {arm: round(a[f"{k}_kib"] / 1024, 1) for arm, a in arms.items()}
            for k in ("rss_after_imports", "rss_before_train", "peak_rss_train", "peak_rss_anon_train",

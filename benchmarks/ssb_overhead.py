@@ -1,6 +1,6 @@
 """SSB overhead: TRL's SFTTrainer vs BalanceSFTTrainer on the same model and batches, in one process, interleaved.
 
-    python benchmarks/ssb_overhead.py [--steps 20] [--hidden 256] [--layers 4] [--batch 4]
+    python -m benchmarks.ssb_overhead [--steps 20] [--hidden 256] [--layers 4] [--batch 4]
 
 Step time: median over interleaved optimizer steps (forward, loss, backward, optimizer) of the same batches.
 Peak memory: `torch.cuda.max_memory_allocated` per path on a GPU; on CPU, where PyTorch keeps no allocator
@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from balancetrl import BalanceSFTConfig, BalanceSFTTrainer  # noqa: E402
 from balancetrl.data.io import read_records  # noqa: E402
 from balancetrl.data.training import to_training_dataset  # noqa: E402
 from balancetrl.models import load_tokenizer  # noqa: E402
+from benchmarks.common import RssSampler  # noqa: E402
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "balancetrl" / "data" / "demo"
 
@@ -51,31 +51,6 @@ def build(kind: str, opts, tokenizer, dataset, device):
     trainer.create_optimizer()
     batches = [b for _, b in zip(range(opts.steps), trainer.get_train_dataloader())]
     return trainer, batches
-
-
-class RssSampler:
-    """Peak resident memory while the block runs, sampled every 2 ms from /proc (PyTorch keeps no CPU allocator
-    statistics; ru_maxrss would be the peak of model loading, not of the training steps)."""
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self._rss())
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def step(trainer, batch, device):
@@ -107,11 +82,12 @@ def main():
         trainer, batches = build(opts.memory_child, opts, tokenizer, dataset, device)
         step(trainer, batches[0], device)  # optimizer state and allocator pools exist from here on
         gc.collect()
-        sampler = RssSampler()
-        with sampler:
+        # resident memory every 2 ms: ru_maxrss would be the peak of model loading, not of the training steps
+        with RssSampler(("VmRSS",), interval=0.002) as sampler:
             for batch in batches[1:]:
                 step(trainer, batch, device)
-        print(json.dumps({"peak_growth_bytes": sampler.peak - sampler.start, "start_bytes": sampler.start}))
+        start, peak = 1024 * sampler.start["VmRSS"], 1024 * sampler.peak["VmRSS"]
+        print(json.dumps({"peak_growth_bytes": peak - start, "start_bytes": start}))
         return
 
     trainers = {kind: build(kind, opts, tokenizer, dataset, device) for kind in ("trl", "ssb")}
@@ -133,7 +109,7 @@ def main():
                 peaks[kind] = max(peaks.get(kind, 0), torch.cuda.max_memory_allocated())
     if device.type != "cuda":
         for kind in ("trl", "ssb"):
-            out = subprocess.run([sys.executable, __file__, "--memory-child", kind, "--steps", str(opts.steps),
+            out = subprocess.run([sys.executable, "-m", "benchmarks.ssb_overhead", "--memory-child", kind, "--steps", str(opts.steps),
                                   "--hidden", str(opts.hidden), "--layers", str(opts.layers),
                                   "--batch", str(opts.batch)], capture_output=True, text=True, check=True)
             peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_growth_bytes"]

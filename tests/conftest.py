@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,109 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import trl  # noqa: E402
-
-TRAINING_TEMPLATE = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-            "required": ["city"],
-        },
-    },
-}
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Local time in a timezone.",
-        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
-    },
-}
-
-
-def _call(name, **arguments):
-    return {"type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-def make_conversations() -> list[dict]:
-    """Tool-calling samples with CoT and call parts of different lengths (kinds: single, parallel, multi-turn, no CoT)."""
-    single = {
-        "tools": [WEATHER_TOOL],
-        "messages": [
-            {"role": "user", "content": "What is the weather in Paris?"},
-            {"role": "assistant", "reasoning_content": "The user wants the weather in Paris, so I call get_weather.",
-             "tool_calls": [_call("get_weather", city="Paris")]},
-        ],
-    }
-    parallel = {
-        "tools": [WEATHER_TOOL, TIME_TOOL],
-        "messages": [
-            {"role": "user", "content": "Weather in Oslo in celsius and the time in Tokyo, please."},
-            {"role": "assistant",
-             "reasoning_content": "Two independent requests. First the weather for Oslo with unit c. "
-                                  "Then the local time for the Asia/Tokyo timezone. Both calls can go in parallel.",
-             "tool_calls": [_call("get_weather", city="Oslo", unit="c"), _call("get_time", tz="Asia/Tokyo")]},
-        ],
-    }
-    multi_turn = {
-        "tools": [WEATHER_TOOL],
-        "messages": [
-            {"role": "user", "content": "Is it raining in Rome?"},
-            {"role": "assistant", "reasoning_content": "I need the Rome weather.",
-             "tool_calls": [_call("get_weather", city="Rome")]},
-            {"role": "tool", "name": "get_weather", "content": json.dumps({"rain": True, "temp": 14})},
-            {"role": "assistant", "reasoning_content": "The tool says rain is true and 14 degrees.",
-             "content": "Yes, it is raining in Rome (14 degrees)."},
-        ],
-    }
-    no_cot = {
-        "tools": [TIME_TOOL],
-        "messages": [
-            {"role": "user", "content": "Time in Lima?"},
-            {"role": "assistant", "tool_calls": [_call("get_time", tz="America/Lima")]},
-        ],
-    }
-    return [single, parallel, multi_turn, no_cot]
-
-
-def _corpus() -> list[str]:
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    texts = []
-    for conv in make_conversations():
-        rendered, _ = render_jinja_template([conv["messages"]], tools=conv["tools"], chat_template=TRAINING_TEMPLATE)
-        texts.append(rendered[0])
-    words = "the a weather time city call tool user assistant think json name arguments please and in of to is".split()
-    texts += [" ".join(words[i:] + words[:i]) for i in range(len(words))]
-    return texts * 3
-
-
-def build_tokenizer():
-    """A byte-level BPE tokenizer trained here on chat-like text, with ChatML special tokens and TRL's template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
-        additional_special_tokens=["<|im_start|>"],
-    )
-    fast.chat_template = TRAINING_TEMPLATE
-    return fast
+# the tests import these from here (`from conftest import build_tokenizer`)
+from tests.fixtures.conversations import (  # noqa: F401
+    TRAINING_TEMPLATE,
+    WEATHER_TOOL,
+    build_tokenizer,
+    make_conversations,
+)
 
 
 def build_tiny_model(tokenizer, seed: int = 0, dtype=None, initializer_range: float = 0.02):

@@ -4,16 +4,16 @@ the in-process tiny model)."""
 import json
 import math
 import os
-import sys
+import re
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import ablation_v2
-from paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
-from unit_cache import UnitCache, config_hash
+from benchmarks.ablation_v2 import config, evaluation, report, runner, units
+from benchmarks.ablation_v2.data import build_data
+from benchmarks.ablation_v2.paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
+from benchmarks.ablation_v2.unit_cache import UnitCache, config_hash
+from benchmarks.common import machine
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -101,6 +101,57 @@ def test_unit_cache_ignores_a_truncated_file(tmp_path):
     assert cache.load("ssb-s1", {"arm": "ssb"}) is None
 
 
+# ------------------------------------------------------------------------------------------------ committed units
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TOOLRL = ROOT.parent / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
+
+
+def make_ablation_opts(tmp_path):
+    """The options `make ablation` runs with (the Makefile's ABLATION_ARGS), with a stand-in --data file."""
+    args = re.search(r"^ABLATION_ARGS \?= (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    return runner.parse_args(["--data", str(data_file), *args])
+
+
+def test_committed_units_keep_their_config_hash(tmp_path):
+    """Today's code gives every committed unit (benchmarks/results/ablation_v2/units/) the config and hash stored in
+    it, from `make ablation`'s options and the data the committed report recorded (fingerprint, α, row counts): a
+    rerun of `make ablation` skips them as cached."""
+    committed = json.loads((RESULTS / "ablation_v2.json").read_text())
+    info = committed["data"]
+    opts = make_ablation_opts(tmp_path)
+    plan = config.step_plan(opts, info["base_used"], info["hard_used"])
+    assert plan == committed["plan"]
+    data = {"base": [{}] * info["base_used"], "hard": [{}] * info["hard_used"], "info": info}
+    expected, configs = config.unit_configs(opts, data, plan)
+    assert [config.unit_name(a, s) for a, s in expected] == list(configs)
+    assert sorted(configs) == sorted(committed["units_done"] + committed["units_missing"])
+    stored = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "ablation_v2" / "units").glob("*.json")
+              if not p.name.endswith(".stale.json")}
+    assert sorted(stored) == committed["units_done"] and len(stored) == 13
+    for name, unit in stored.items():
+        assert configs[name] == unit["config"], name
+        assert config_hash(configs[name]) == unit["config_hash"] == config_hash(unit["config"]), name
+    cache = UnitCache(RESULTS / "ablation_v2" / "units")
+    assert all(cache.load(name, configs[name]) for name in stored)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TOOLRL.is_file(), reason="needs ../shared/data/toolrl_xlam_cot.jsonl")
+def test_committed_report_data_is_rebuilt_from_the_data_file(tmp_path):
+    """The data half of the hashes above: build_data on the real file gives the fingerprint, α and counts the committed
+    report recorded (and so the committed units' config hashes)."""
+    from balancetrl.models import load_tokenizer
+
+    opts = make_ablation_opts(tmp_path)
+    opts.data = str(TOOLRL)
+    info = build_data(opts, load_tokenizer(config.MODEL))["info"]
+    committed = json.loads((RESULTS / "ablation_v2.json").read_text())["data"]
+    assert {k: v for k, v in info.items() if k != "path"} == {k: v for k, v in committed.items() if k != "path"}
+
+
 # ------------------------------------------------------------------------------------------------ runner: resume
 N_SP, N_MU = 40, 20
 
@@ -132,7 +183,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
         assert len(key) == 16 and set(key) <= set("0123456789abcdef")  # the unit's config hash (keys saved weights)
         calls.append((arm, seed))
         sp, mu = fake_vector(arm, seed, N_SP), fake_vector(arm, seed, N_MU)
-        trained = ablation_v2.ARMS[arm][0]
+        trained = config.ARMS[arm][0]
         log = [{"step": s, "ssb/loss_cot": 1.0 / s, "ssb/loss_call": 0.5 / s, "ssb/lambda": 0.7 - 0.01 * s}
                for s in (1, 2)] if trained else []
         return {"samples": {"simple_python": [[f"sp_{i}", v] for i, v in enumerate(sp)],
@@ -144,21 +195,21 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
                 **({} if arm == "base" else {"train_peak_rss_mb": 1024.0 * (2 + (seed or 0)) if trained else None,
                                              "eval_peak_rss_mb": 1536.0})}
 
-    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 1))
-    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 1))
+    monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
     argv = ["--data", str(data_file), "--arms", "base,sft,ssb,ssb_lr", "--seeds", "0,1", "--steps", "4",
             "--resamples", "500", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
 
-    ablation_v2.main([*argv, "--max-units", "2"])  # an interrupted run: 2 of 7 units
+    runner.main([*argv, "--max-units", "2"])  # an interrupted run: 2 of 7 units
     assert calls == [("base", None), ("sft", 0)]
     partial = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
     assert len(partial["units_missing"]) == 5 and "Partial run" in (tmp_path / "out" / "ablation_v2.md").read_text()
     assert partial["between_seeds"] == {}  # no arm has two seeds yet
 
-    ablation_v2.main(argv)  # resume: only the 5 missing units run
+    runner.main(argv)  # resume: only the 5 missing units run
     assert calls[2:] == [("ssb", 0), ("ssb_lr", 0), ("sft", 1), ("ssb", 1), ("ssb_lr", 1)]  # seed-major
-    ablation_v2.main(argv)  # all cached: nothing runs
+    runner.main(argv)  # all cached: nothing runs
     assert len(calls) == 7
 
     res = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
@@ -197,7 +248,7 @@ def test_runner_resumes_from_cache_and_reruns_changed_config(tmp_path, monkeypat
     for png in ("accuracy.png", "lambda.png", "losses.png"):
         assert (tmp_path / "out" / "ablation_v2" / png).stat().st_size > 1000
 
-    ablation_v2.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
+    runner.main([*argv, "--lr", "1e-4"])  # a changed training setting reruns every trained unit, not base
     assert calls[7:] == [("sft", 0), ("ssb", 0), ("ssb_lr", 0), ("sft", 1), ("ssb", 1), ("ssb_lr", 1)]
     assert (tmp_path / "work" / "units" / "sft-s0.stale.json").is_file()
 
@@ -209,22 +260,22 @@ def test_estimate_counts_the_measured_hdr_rounds(tmp_path, monkeypatch):
     def fake_run_unit(arm, seed, opts, data, plan, work, key=""):
         steps = [2.0] * plan["total_steps"]
         # an HDR unit trains 300 s beyond its steps (its regeneration round); a plain one 5 s (setup)
-        extra = 300.0 if ablation_v2.ARMS[arm][3] else 5.0
+        extra = 300.0 if config.ARMS[arm][3] else 5.0
         return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
                 "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0,
                 "step_seconds": steps, "step_seconds_median": 2.0, "train_seconds": sum(steps) + extra,
                 "eval_seconds_per_sample": 0.5}
 
-    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 8))
-    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 8))
+    monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
     argv = ["--data", str(data_file), "--arms", "sft,sft_hdr", "--seeds", "0,1", "--epochs", "1", "--resamples", "200",
             "--round-size", "4", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
-    ablation_v2.main([*argv, "--max-units", "1"])  # sft-s0 only: no HDR unit measured yet
+    runner.main([*argv, "--max-units", "1"])  # sft-s0 only: no HDR unit measured yet
     est = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())["estimate"]
     assert est["hdr_seconds_per_unit"] is None and "HDR generation rounds not included" in est["note"]
 
-    ablation_v2.main([*argv, "--max-units", "1"])  # + sft_hdr-s0
+    runner.main([*argv, "--max-units", "1"])  # + sft_hdr-s0
     res = json.loads((tmp_path / "out" / "ablation_v2.json").read_text())
     est, total = res["estimate"], res["plan"]["total_steps"]
     assert est["hdr_seconds_per_unit"] == 300.0 and "HDR rounds at the measured 5.0 min per HDR unit" in est["note"]
@@ -243,31 +294,31 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
         return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
                 "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0}
 
-    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
-    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
+    monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
-    monkeypatch.setattr(ablation_v2, "cpu_bf16_flags", lambda: ["amx_bf16"])  # the same on any CI machine
+    monkeypatch.setattr(runner, "cpu_bf16_flags", lambda: ["amx_bf16"])  # the same on any CI machine
     units = tmp_path / "committed" / "units"
     argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--units", str(units)]
-    ablation_v2.main(argv)
+    runner.main(argv)
     assert calls == [("base", None), ("sft", 0)] and seen_opts == [False, False]
     assert sorted(p.name for p in units.glob("*.json")) == ["base.json", "sft-s0.json"]
     assert not (tmp_path / "work" / "units").exists()
     # fp32 units keep the hash they had before --bf16 existed: no "bf16" key in their config
     assert "bf16" not in json.loads((units / "sft-s0.json").read_text())["config"]
-    ablation_v2.main([*argv, "--bf16"])  # precision changes every unit's numbers, the untrained base's eval too
+    runner.main([*argv, "--bf16"])  # precision changes every unit's numbers, the untrained base's eval too
     assert calls[2:] == [("base", None), ("sft", 0)] and seen_opts[2:] == [True, True]
     assert json.loads((units / "base.json").read_text())["config"]["bf16"] is True
     assert "device" not in json.loads((units / "base.json").read_text())["config"]  # cpu: the hash of before
 
     with pytest.raises(SystemExit):  # no GPU here: refused before anything runs
-        ablation_v2.main([*argv, "--bf16", "--device", "cuda"])
+        runner.main([*argv, "--bf16", "--device", "cuda"])
     assert len(calls) == 4
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    ablation_v2.main([*argv, "--bf16", "--device", "cuda"])  # a GPU's numbers never stand in for the CPU units
+    runner.main([*argv, "--bf16", "--device", "cuda"])  # a GPU's numbers never stand in for the CPU units
     assert calls[4:] == [("base", None), ("sft", 0)]
     assert json.loads((units / "sft-s0.json").read_text())["config"]["device"] == "cuda"
 
@@ -285,26 +336,26 @@ def test_bf16_is_refused_on_a_cpu_that_emulates_it(tmp_path, monkeypatch, capsys
                 "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0,
                 "machine": {"nproc": 2, "cpu_model": "Unit CPU", "torch": "t", "torch_threads": 2}}
 
-    monkeypatch.setattr(ablation_v2, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
-    monkeypatch.setattr(ablation_v2, "run_unit", fake_run_unit)
+    monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
+    monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
-    monkeypatch.setattr(ablation_v2, "cpu_bf16_flags", lambda: [])
+    monkeypatch.setattr(runner, "cpu_bf16_flags", lambda: [])
     argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--bf16"]
     with pytest.raises(SystemExit) as err:
-        ablation_v2.main(argv)
+        runner.main(argv)
     msg = str(err.value)
     assert calls == [] and "amx_bf16" in msg and "--allow-slow-bf16" in msg and "own --units" in msg
-    ablation_v2.main([*argv[:-1]])  # fp32 is not refused
+    runner.main([*argv[:-1]])  # fp32 is not refused
     assert calls == [("base", None), ("sft", 0)]
-    ablation_v2.main([*argv, "--allow-slow-bf16"])
+    runner.main([*argv, "--allow-slow-bf16"])
     assert calls[2:] == [("base", None), ("sft", 0)]
-    ablation_v2.main(argv)  # every bf16 unit cached now: nothing runs, the report is rebuilt, no refusal
+    runner.main(argv)  # every bf16 unit cached now: nothing runs, the report is rebuilt, no refusal
     assert len(calls) == 4 and "2 units done, 0 missing" in capsys.readouterr().out
     # the report names where the units ran (their own records), not only the machine that rebuilt it
     md = (tmp_path / "out" / "ablation_v2.md").read_text()
     assert "Units ran on: 2 unit(s) on 2 cores (Unit CPU), torch t, 2 threads." in md
-    assert f"on {os.cpu_count()} cores ({ablation_v2.machine()['cpu_model']})." in md
+    assert f"on {os.cpu_count()} cores ({machine()['cpu_model']})." in md
 
 
 class Killed(RuntimeError):
@@ -323,12 +374,12 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
     monkeypatch.setattr(models, "load_tokenizer", lambda spec: tokenizer)
     data_file = tmp_path / "data.jsonl"
     data_file.write_text("{}\n")
-    opts = ablation_v2.parse_args(["--data", str(data_file), "--limit", "3", "--max-new-tokens", "6", "--batch", "2",
+    opts = runner.parse_args(["--data", str(data_file), "--limit", "3", "--max-new-tokens", "6", "--batch", "2",
                                    "--eval-batch", "2", "--multi-turn-limit", "0", "--max-length", "512"])
     data = {"base": conversations, "hard": [], "info": {"alpha_supervised": 0.8}}
     plan = {"total_steps": 2, "base_used": 4}
 
-    clean = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k1")
+    clean = units.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k1")
     assert clean["global_step"] == 2 and "resumed" not in clean and clean["eval_replayed_batches"] == 0
     assert clean["eval_samples"] == 6
 
@@ -343,7 +394,7 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
     work = tmp_path / "unit"
     monkeypatch.setattr(TransformersGeneration, "_generate_batch", killed_after_one)
     with pytest.raises(Killed):
-        ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k1")
+        units.run_unit("ssb", 0, opts, data, plan, work, key="k1")
     monkeypatch.setattr(TransformersGeneration, "_generate_batch", generate)
     record = json.loads((work / "trained" / "train_result.json").read_text())
     assert record["weights"] == json.loads((tmp_path / "clean/trained/train_result.json").read_text())["weights"]
@@ -352,8 +403,8 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
         raise AssertionError("the unit trained again")
 
     with monkeypatch.context() as m:
-        m.setattr(ablation_v2, "train_unit", no_training)
-        resumed = ablation_v2.run_unit("ssb", 0, opts, data, plan, work, key="k1")
+        m.setattr(units, "train_unit", no_training)
+        resumed = units.run_unit("ssb", 0, opts, data, plan, work, key="k1")
     assert resumed["resumed"] == {"train": True, "eval_batches_replayed": 1}
     assert resumed["samples"] == clean["samples"] and resumed["accuracy"] == clean["accuracy"]
     assert resumed["log"] == clean["log"] and resumed["final_lambda"] == clean["final_lambda"]
@@ -364,13 +415,13 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
     assert resumed["train_loadavg_start"] == record["result"]["loadavg_start"]
 
     # Done: the runner releases the folder (a deleted unit file reruns, it does not replay).
-    ablation_v2.release_work(work)
+    units.release_work(work)
     assert not (work / "trained").exists() and not (work / "bfcl" / "generation_journal.jsonl").exists()
 
     # Another config's state is not resumed: the folder is cleared for the new key, the unit trains again.
     other = tmp_path / "clean"
-    assert ablation_v2.load_trained(other / "trained", "k2") is None
-    again = ablation_v2.run_unit("ssb", 0, opts, data, plan, other, key="k2")
+    assert units.load_trained(other / "trained", "k2") is None
+    again = units.run_unit("ssb", 0, opts, data, plan, other, key="k2")
     assert "resumed" not in again and again["eval_replayed_batches"] == 0 and again["samples"] == clean["samples"]
     assert (other / "unit_key.txt").read_text().strip() == "k2"
     work = other
@@ -378,38 +429,38 @@ def test_a_unit_killed_in_eval_resumes_from_its_weights_and_journal(tmp_path, mo
     record = json.loads((work / "trained" / "train_result.json").read_text())
     (work / "trained" / "train_result.json").write_text(json.dumps({**record, "weights": "0" * 64}))
     with pytest.raises(RuntimeError, match="delete .*trained to train this unit again"):
-        ablation_v2.load_trained(work / "trained", "k2")
+        units.load_trained(work / "trained", "k2")
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="VmHWM reset is Linux-only")
 def test_peak_rss_is_per_unit_after_a_reset():
-    ablation_v2.peak_rss_mb(reset=True)
-    before = ablation_v2.peak_rss_mb()
+    units.peak_rss_mb(reset=True)
+    before = units.peak_rss_mb()
     block = bytearray(256 * 2**20)  # written (zeroed) pages are resident
-    during = ablation_v2.peak_rss_mb()
+    during = units.peak_rss_mb()
     del block
     assert during - before >= 250
     # a peak stays after the memory is freed (to the kernel's batched RSS counters: within a few MiB)
-    assert ablation_v2.peak_rss_mb() == pytest.approx(during, abs=4)
-    ablation_v2.peak_rss_mb(reset=True)
-    assert ablation_v2.peak_rss_mb() < during - 200  # until the next unit restarts it
+    assert units.peak_rss_mb() == pytest.approx(during, abs=4)
+    units.peak_rss_mb(reset=True)
+    assert units.peak_rss_mb() < during - 200  # until the next unit restarts it
 
 
 def test_truncation_tells_unfinished_from_wrong(tmp_path):
     rows = [{"output_token_count": 512, "valid": False}, {"output_token_count": 600, "valid": True},
             {"output_token_count": 100, "valid": True}, {"output_token_count": None, "valid": False}]
-    assert ablation_v2.truncation(rows, 512) == {"items": 4, "capped": 2, "capped_valid": 1, "finished_valid": 1}
+    assert evaluation.truncation(rows, 512) == {"items": 4, "capped": 2, "capped_valid": 1, "finished_valid": 1}
     # a unit cached before truncation was recorded is filled from its own samples files, once
     unit = {"unit": "sft-s0"}
-    assert not ablation_v2.add_truncation(unit, tmp_path, 512)  # files not on this machine: left as it is
+    assert not evaluation.add_truncation(unit, tmp_path, 512)  # files not on this machine: left as it is
     folder = tmp_path / "sft-s0" / "bfcl" / "samples"
     folder.mkdir(parents=True)
-    for c in ablation_v2.CATEGORIES:
+    for c in config.CATEGORIES:
         (folder / f"{c}.jsonl").write_text("".join(json.dumps(r | {"id": f"{c}_{i}"}) + "\n"
                                                   for i, r in enumerate(rows)))
-    assert ablation_v2.add_truncation(unit, tmp_path, 512)
+    assert evaluation.add_truncation(unit, tmp_path, 512)
     assert unit["truncation"]["multiple"] == {"items": 4, "capped": 2, "capped_valid": 1, "finished_valid": 1}
-    assert not ablation_v2.add_truncation(unit, tmp_path, 512)
+    assert not evaluation.add_truncation(unit, tmp_path, 512)
 
 
 def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_path):
@@ -418,8 +469,8 @@ def test_multi_turn_verdicts_are_read_from_the_entry_files_in_bfcl_order(tmp_pat
     folder.mkdir(parents=True)
     for i, valid in ((10, True), (2, False), (0, True)):
         (folder / f"multi_turn_base_{i}.json").write_text(json.dumps({"id": f"multi_turn_base_{i}", "valid": valid}))
-    rows = ablation_v2.read_entries(tmp_path, "multi_turn_base")
-    assert ablation_v2.per_sample(rows) == [["multi_turn_base_0", 1], ["multi_turn_base_2", 0],
+    rows = evaluation.read_entries(tmp_path, "multi_turn_base")
+    assert evaluation.per_sample(rows) == [["multi_turn_base_0", 1], ["multi_turn_base_2", 0],
                                             ["multi_turn_base_10", 1]]
 
 
@@ -428,7 +479,7 @@ def test_reading_says_when_a_comparison_has_one_seed():
          "mcnemar_p": 0.142, "n_items": 600}
     res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {},
            "vs_sft": {"ssb": c | {"n_seeds": 1}, "ssb_lr": c | {"n_seeds": 2}}}
-    lines = ablation_v2.reading(res)
+    lines = report.reading(res)
     assert ("One seed only for ssb vs sft: the CI covers the sampling of BFCL items, not the variation between "
             "training seeds, so it is narrower than the finished experiment's will be.") in lines
     assert "ssb vs sft: -2.2 points, 95% CI [-4.8, +0.5], McNemar p = 0.142 — **no detectable difference**" in lines[0]
@@ -444,7 +495,7 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
     between = {"sft-s1 vs sft-s0": seed, "ssb-s1 vs ssb-s0": seed | {"diff": -0.03, "distinguishable": True}}
     res = {"units_missing": [], "arms": {}, "data": {}, "secondary": {"ssb_hdr vs ssb": c},
            "vs_sft": {"ssb": c, "ssb_lr": same}, "between_seeds": between}
-    lines = ablation_v2.reading(res)
+    lines = report.reading(res)
     assert "ssb vs sft: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
     assert "ssb_hdr vs ssb: the seeds disagree in sign (seed 0 -2.2, seed 1 +1.2 points)." in lines
     assert not any(s.startswith("ssb_lr vs sft: the seeds") for s in lines)
@@ -458,7 +509,6 @@ def test_reading_says_when_seeds_disagree_and_how_far_a_seed_moves_an_arm():
     assert len(loud) == 1 and loud[0].startswith("ssb-s1 vs ssb-s0: ")  # sft's seeds are not distinguishable
 
 
-TOOLRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl_xlam_cot.jsonl"  # ../shared beside the checkout
 
 
 @pytest.mark.slow
@@ -472,11 +522,11 @@ def test_a_real_unit_killed_in_eval_resumes_to_the_same_outputs(tmp_path, monkey
     from balancetrl.generation import TransformersGeneration
     from balancetrl.models import load_tokenizer
 
-    opts = ablation_v2.parse_args(["--data", str(TOOLRL), "--limit", "3", "--max-new-tokens", "48", "--batch", "1",
+    opts = runner.parse_args(["--data", str(TOOLRL), "--limit", "3", "--max-new-tokens", "48", "--batch", "1",
                                    "--eval-batch", "2", "--multi-turn-limit", "0", "--max-length", "512", "--bf16"])
-    data = ablation_v2.build_data(opts, load_tokenizer(ablation_v2.MODEL))
+    data = build_data(opts, load_tokenizer(config.MODEL))
     plan = {"total_steps": 2, "base_used": 4}
-    clean = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k")
+    clean = units.run_unit("ssb", 0, opts, data, plan, tmp_path / "clean", key="k")
 
     generate, generated = TransformersGeneration._generate_batch, []
 
@@ -488,15 +538,15 @@ def test_a_real_unit_killed_in_eval_resumes_to_the_same_outputs(tmp_path, monkey
 
     monkeypatch.setattr(TransformersGeneration, "_generate_batch", killed_after_one)
     with pytest.raises(Killed):
-        ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
+        units.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
     monkeypatch.setattr(TransformersGeneration, "_generate_batch", generate)
-    resumed = ablation_v2.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
+    resumed = units.run_unit("ssb", 0, opts, data, plan, tmp_path / "unit", key="k")
 
     assert resumed["resumed"] == {"train": True, "eval_batches_replayed": 1}
     assert resumed["log"] == clean["log"] and resumed["samples"] == clean["samples"]
 
     def raw(folder):
-        return [json.loads(line)["raw_output"] for c in ablation_v2.CATEGORIES
+        return [json.loads(line)["raw_output"] for c in config.CATEGORIES
                 for line in (tmp_path / folder / "bfcl" / "samples" / f"{c}.jsonl").read_text().splitlines()]
 
     assert raw("unit") == raw("clean") and len(raw("clean")) == 6
