@@ -76,11 +76,11 @@ demo: install
 # Benchmarks (figures, not tests): SSB vs TRL's SFTTrainer step time and memory, `check` throughput, judge panel
 # throughput against a loopback server. Results in benchmarks/results/.
 bench: install
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/ssb_overhead.py --steps 8
-	$(PY) benchmarks/check_throughput.py
-	$(PY) benchmarks/judge_throughput.py --items 1000 --concurrency 8 16 --json benchmarks/results/judge_throughput.json
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.ssb_overhead --steps 8
+	$(PY) -m benchmarks.check_throughput
+	$(PY) -m benchmarks.judge_throughput --items 1000 --concurrency 8 16 --json benchmarks/results/judge_throughput.json
 
-# The ablation in the paper's regime (benchmarks/ablation_v2.py): 7 trained arms × 2 seeds + base on the checked base
+# The ablation in the paper's regime (benchmarks/ablation_v2/, `python -m benchmarks.ablation_v2`): 7 trained arms × 2 seeds + base on the checked base
 # set of the real long-CoT data, full BFCL simple_python + multiple (600), paired comparison with SFT. Resumable and
 # committed: every finished (arm, seed) is a JSON file in benchmarks/results/ablation_v2/units/ (with a hash of its
 # config); rerunning skips the files present, so each session adds units and commits them (stop any time; a unit
@@ -97,12 +97,12 @@ ABLATION_UNITS ?= benchmarks/results/ablation_v2/units
 ABLATION_OUT ?= benchmarks/results
 # PYTHONUNBUFFERED: the trainer's per-step log lines reach a redirected log as they happen, not at buffer flushes
 ablation: install
-	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) benchmarks/ablation_v2.py --data $(ABLATION_DATA) $(ABLATION_ARGS) \
+	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m benchmarks.ablation_v2 --data $(ABLATION_DATA) $(ABLATION_ARGS) \
 		--units $(ABLATION_UNITS) --out $(ABLATION_OUT) --work outputs/ablation_v2
 
 # The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
 ablation-v1: install
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/ablation.py --n-train 600 --steps 30 --batch 4 --max-length 512 --limit 25 \
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.ablation --n-train 600 --steps 30 --batch 4 --max-length 512 --limit 25 \
 		--max-new-tokens 160 --prompt-style fc --hdr-rounds 1 --max-hard 16 --num-generations 2 --threads 2 \
 		--arms base,sft,ssb,sft_hdr,ssb_hdr --out benchmarks/results
 
