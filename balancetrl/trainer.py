@@ -242,11 +242,8 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
             return super().save_model(output_dir, _internal_call)
         # A model sharded at load time is saved from a freshly gathered state dict that skips _keys_to_ignore_on_save
         # (transformers 5.23, gather_full_state_dict): λ's module leaves the model while it is written.
-        del self.model._modules[SSB_MODULE]
-        try:
+        with self.model_weights_only():
             return super().save_model(output_dir, _internal_call)
-        finally:
-            self.model.add_module(SSB_MODULE, self._ssb_weight)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -268,6 +265,20 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
                 full.fill_(phi)
 
     # ---- the interface HDR (and a user's own callback) works through ----
+
+    @contextmanager
+    def model_weights_only(self):
+        """λ's module leaves the model for the duration, for readers that take every parameter of the model for a model
+        weight: transformers' gathered save of a model sharded at load time, TRL's weight sync into vLLM (vLLM refuses
+        a name its model lacks: "There is no module or parameter named 'balancetrl_ssb'")."""
+        if self._ssb_weight is None or SSB_MODULE not in self.model._modules:
+            yield
+            return
+        del self.model._modules[SSB_MODULE]
+        try:
+            yield
+        finally:
+            self.model.add_module(SSB_MODULE, self._ssb_weight)
 
     @property
     def training_chat_template(self) -> str:

@@ -146,6 +146,22 @@ def test_lambda_group_is_added_once_when_trainer_builds_the_optimizer_twice(toke
     assert sum(p is phi for group in first.param_groups for p in group["params"]) == 1
 
 
+def test_model_weights_only_hides_lambda_from_weight_readers_and_puts_it_back(tokenizer, conversations, tmp_path):
+    # TRL's weight sync into vLLM walks every parameter of the model; vLLM refused λ's ("There is no module or
+    # parameter named 'balancetrl_ssb' in LlamaForCausalLM") at HDR's first round
+    trainer = make_trainer(tokenizer, conversations, tmp_path, per_device_train_batch_size=2)
+    phi = trainer.model.balancetrl_ssb.phi
+    names = [n for n, _ in trainer.model.named_parameters()]
+    with trainer.model_weights_only():
+        inside = [n for n, _ in trainer.model.named_parameters()]
+        assert trainer.ssb_lambda is not None  # λ itself stays readable
+    assert inside == [n for n in names if not n.startswith("balancetrl_ssb.")] and len(inside) == len(names) - 1
+    assert [n for n, _ in trainer.model.named_parameters()] == names and trainer.model.balancetrl_ssb.phi is phi
+    with pytest.raises(RuntimeError), trainer.model_weights_only():
+        raise RuntimeError("a failed sync")
+    assert trainer.model.balancetrl_ssb.phi is phi
+
+
 def test_every_parameter_can_be_broadcast_as_bytes_as_deepspeed_does(tokenizer, conversations, tmp_path):
     # DeepSpeed's engine broadcasts each parameter as p.data.view(torch.uint8), impossible for a 0-dim tensor
     trainer = make_trainer(tokenizer, conversations, tmp_path, per_device_train_batch_size=2)

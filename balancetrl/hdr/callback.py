@@ -151,12 +151,14 @@ class HDRCallback(TrainerCallback):
         if self._backend is None:
             self._backend = self._make_backend()
         hard_before = len(self.hard)
-        result = run_round(
-            self.hard, self._backend, self._panel, round_index=k, num_generations=cfg.num_generations,
-            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=self.seed + k,
-            require_cot=cfg.require_cot, cot=(trainer.args.cot_start, trainer.args.cot_end),
-            judge_fn=self._judge_once if self._panel is not None else None, trainable=trainer.is_trainable,
-        )
+        # λ is not a weight of the model: vLLM's weight sync walks every parameter the model holds
+        with trainer.model_weights_only():
+            result = run_round(
+                self.hard, self._backend, self._panel, round_index=k, num_generations=cfg.num_generations,
+                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=self.seed + k,
+                require_cot=cfg.require_cot, cot=(trainer.args.cot_start, trainer.args.cot_end),
+                judge_fn=self._judge_once if self._panel is not None else None, trainable=trainer.is_trainable,
+            )
         summary = result.summary(hard_before)
         if trainer.accelerator.is_main_process:
             self.state.write_round(result, summary)
