@@ -57,7 +57,8 @@ class HDRConfig:
         vllm_server_host (`str`, *optional*, defaults to `"0.0.0.0"`), vllm_server_port (`int`, defaults to `8000`):
             Server mode: where `trl vllm-serve` listens.
         vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.3`):
-            Colocate mode: GPU memory fraction vLLM reserves.
+            Colocate mode: GPU memory fraction vLLM reserves. On CPU the KV cache is `VLLM_CPU_KVCACHE_SPACE` GiB
+            instead (4 unless set; docs/vllm.md).
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
             Colocate mode: tensor parallel size of the vLLM engine.
         vllm_enable_sleep_mode (`bool`, *optional*):
