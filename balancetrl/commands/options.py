@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.calls import DEFAULT_COT
+from ..cot import DEFAULT_COT
 
 # The CoT markers were `--cot-open/--cot-close` before they took the trainer's names (`cot_start`/`cot_end`);
 # the old spellings are accepted, with a warning, for one release.

@@ -9,8 +9,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cot import DEFAULT_COT
 from ..data.answers import answer_check, check_generated
-from ..data.calls import DEFAULT_COT, from_tool_calls, to_tool_calls
+from ..data.calls import from_tool_calls, to_tool_calls
 from .verdicts import Candidate, JudgeItem
 
 
