@@ -227,7 +227,7 @@ def test_known_answers_agree_with_bfcl_scorer(tmp_path):
     for cat in KNOWN_CATEGORIES:
         items = bfcl.load_category(cat, 8)
         answers, intended = _known_answers(cat, items)
-        verdicts = bfcl.score_category(cat, items, answers)
+        _, verdicts = bfcl.score_answers(cat, items, answers)
         valid = [v["valid"] for v in verdicts]
         # Planted answers come out exactly as planted: bfcl's possible answers rendered as calls pass.
         assert valid == intended, (cat, [v for v in verdicts if not v["valid"]])

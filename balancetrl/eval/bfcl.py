@@ -354,10 +354,6 @@ def score_answers(category: str, items: list[dict], answers: list[str]) -> tuple
     return answers, verdicts
 
 
-def score_category(category: str, items: list[dict], results: list[str]) -> list[dict]:
-    return score_answers(category, items, results)[1]
-
-
 def write_result_file(result_dir: str | Path, category: str, records: list[dict]) -> Path:
     """Write `records` (`{"id", "result", ...}`) as bfcl's own result file for `category`.
 

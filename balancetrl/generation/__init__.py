@@ -15,8 +15,6 @@ TRL keeps ``trl/generation/`` for all its trainers.
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..data.calls import CallParseError, parse_assistant_output
 from .base import (
     Completion,
@@ -38,26 +36,10 @@ from .prompts import render_prompt_texts, render_prompts, tokenize_prompt_texts
 from .transformers_backend import TransformersGeneration
 from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan
 
-
-def make_generation_backend(name: str, **kwargs) -> GenerationBackend:
-    """``"transformers"`` → ``TransformersGeneration(**kwargs)``; ``"vllm"`` → ``VLLMBackend``, where keyword
-    arguments named like ``VLLMSettings`` fields build its settings and the rest go to the constructor."""
-    if name == "transformers":
-        return TransformersGeneration(**kwargs)
-    if name == "vllm":
-        setting_names = {field.name for field in dataclasses.fields(VLLMSettings)}
-        settings = kwargs.pop("settings", None)
-        setting_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in setting_names}
-        if settings is not None and setting_kwargs:
-            raise ValueError("pass either settings= or individual vLLM settings, not both")
-        return VLLMBackend(settings=settings or VLLMSettings(**setting_kwargs), **kwargs)
-    raise ValueError(f"unknown generation backend {name!r}; expected 'transformers' or 'vllm'")
-
-
 __all__ = [
     "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "GenerationJournal",
     "OfflineVLLM", "Tools",
     "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
-    "make_generation_backend", "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
+    "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
     "padded_shard", "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
 ]
