@@ -349,6 +349,7 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     import types
 
     from balancetrl.eval import runner
+    from balancetrl.generation import CompletionBackend, GenerationBackend
     from balancetrl.generation.vllm_backend import CPU_KV_CACHE_BYTES
 
     seen = {}
@@ -364,7 +365,8 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     from conftest import build_tokenizer
 
-    runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
+    engine = runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
+    assert isinstance(engine, CompletionBackend) and not isinstance(engine, GenerationBackend)  # scoring, no HDR
     assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16",
                     "enable_prefix_caching": True, "disable_log_stats": False, "kv_cache_memory_bytes": 4 * 1024**3}
     assert CPU_KV_CACHE_BYTES == 4 * 1024**3

@@ -9,6 +9,7 @@ import torch
 
 from balancetrl import generation
 from balancetrl.generation import (
+    CompletionBackend,
     GenerationBackend,
     TransformersGeneration,
     VLLMBackend,
@@ -202,7 +203,7 @@ def test_padded_shards_have_equal_length_and_real_rows_cover_input_in_order(n, w
 
 def test_transformers_backend_shape_and_protocol(tokenizer, model):
     backend = TransformersGeneration(model, tokenizer, batch_size=2)
-    assert isinstance(backend, GenerationBackend)
+    assert isinstance(backend, GenerationBackend) and isinstance(backend, CompletionBackend)  # HDR's and eval's
     prompts, tools = _prompts(3)
     out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1)
     assert len(out) == 3 and all(len(row) == 3 for row in out)
@@ -448,6 +449,8 @@ def fake_vllm(monkeypatch):
 @pytest.mark.parametrize("mode", ["colocate", "server"])
 def test_vllm_adapter_maps_the_interface(fake_vllm, tokenizer, model, mode):
     backend = VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(mode=mode), generation_kwargs={"x": 1})
+    # regeneration only: evaluation's completions come from OfflineVLLM
+    assert isinstance(backend, GenerationBackend) and not isinstance(backend, CompletionBackend)
     (engine,) = fake_vllm
     assert engine.kwargs["logprobs"] is None and engine.kwargs["top_k"] == 0
     prompts, tools = _prompts(3)

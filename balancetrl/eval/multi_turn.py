@@ -44,6 +44,7 @@ from ..cot import DEFAULT_COT
 from ..data.calls import CallParseError, parse_python_calls, to_tool_calls
 from ..generation import (
     Completion,
+    CompletionBackend,
     parse_assistant_output,
     render_prompt_texts,
     tokenize_prompt_texts,
@@ -74,9 +75,10 @@ def check_template_renders_tools(tokenizer, chat_template: str | None = None) ->
 class ChatStepModel:
     """The model call of one round of steps (a ``BatchStepModel``): each conversation rendered through the chat
     template, one greedy completion each from a single call of an engine of the generation layer
-    (``TransformersGeneration`` / ``OfflineVLLM``: anything with ``complete(prompt_ids, ...)``), which batches them."""
+    (a ``CompletionBackend``: ``TransformersGeneration`` / ``OfflineVLLM``), which batches them."""
 
-    def __init__(self, engine, tokenizer, *, max_new_tokens: int = 512, chat_template: str | None = None):
+    def __init__(self, engine: CompletionBackend, tokenizer, *, max_new_tokens: int = 512,
+                 chat_template: str | None = None):
         self.engine, self.tokenizer = engine, tokenizer
         self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..cot import DEFAULT_COT
 from ..generation import (
+    CompletionBackend,
     GenerationJournal,
     OfflineVLLM,
     TransformersGeneration,
@@ -120,6 +121,7 @@ def evaluate_bfcl(
     journal = None
     if resume:
         journal = GenerationJournal(output_dir / JOURNAL_FILE, weights_fingerprint(model))
+    engine: CompletionBackend
     if backend == "transformers":
         engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal)
     else:
@@ -176,7 +178,7 @@ def evaluate_bfcl(
 
 
 @contextlib.contextmanager
-def _prefix_cache_delta(engine, part: str):
+def _prefix_cache_delta(engine: CompletionBackend, part: str):
     """vLLM's prefix-cache hits of the block (single- or multi-turn), logged and kept on the engine for the report."""
     if not hasattr(engine, "prefix_cache"):
         yield
@@ -204,8 +206,8 @@ def _offline_vllm(model_spec, tokenizer, dtype: str, prefix_caching: bool = True
     return OfflineVLLM(folder, tokenizer, dtype=dtype, enable_prefix_caching=prefix_caching)
 
 
-def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style,
-                 cot) -> list[dict]:
+def _single_turn(cats, engine: CompletionBackend, tokenizer, output_dir, result_dir, limit, max_new_tokens,
+                 prompt_style, cot) -> list[dict]:
     items = {c: bfcl.load_category(c, limit) for c in cats}
     flat = [(c, i) for c in cats for i in range(len(items[c]))]
     prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
@@ -246,8 +248,8 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     return rows
 
 
-def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress, width,
-                cot) -> list[dict]:
+def _multi_turn(cats, engine: CompletionBackend, tokenizer, output_dir, result_dir, limit, max_new_tokens,
+                progress, width, cot) -> list[dict]:
     from ..generation import progress_bar
     from .multi_turn import ChatStepModel, load_entries, run_entries, summarize_steps
 

@@ -1,6 +1,8 @@
 """One generation layer for every part that asks a model for answers (the HDR rounds, BFCL evaluation), the way
 TRL keeps ``trl/generation/`` for all its trainers.
 
+- ``base``: the two interfaces a caller takes a backend by: ``GenerationBackend.generate`` (conversations in, texts
+  out: HDR regeneration) and ``CompletionBackend.complete`` (token ids in, ``Completion`` records out: evaluation).
 - ``prompts``: a conversation and its tools rendered up to an open assistant turn with the training chat template.
 - ``transformers_backend.TransformersGeneration``: batched ``model.generate`` (greedy or seeded sampling, sharded
   across ranks, progress bar on the main process).
@@ -18,6 +20,7 @@ from __future__ import annotations
 from ..data.calls import CallParseError, parse_assistant_output
 from .base import (
     Completion,
+    CompletionBackend,
     Conversation,
     GenerationBackend,
     Tools,
@@ -37,8 +40,8 @@ from .transformers_backend import TransformersGeneration
 from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan
 
 __all__ = [
-    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "GenerationJournal",
-    "OfflineVLLM", "Tools",
+    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "CompletionBackend", "Conversation", "GenerationBackend",
+    "GenerationJournal", "OfflineVLLM", "Tools",
     "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
     "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
     "padded_shard", "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
