@@ -2,9 +2,10 @@
 
 Built once, at tokenization, from character spans of the rendered chat: the chat template's
 `{% generation %}` spans give the assistant output (exactly as `apply_chat_template(...,
-return_assistant_tokens_mask=True)` does), and inside each of them the text from `cot_start` to
-`cot_end` (markers included) is CoT. The masks are then plain per-token columns that TRL's
-truncation, packing and collators carry along like `labels`.
+return_assistant_tokens_mask=True)` does), and inside each of them the CoT blocks (`cot_start` to
+`cot_end`, markers included, read by `balancetrl.cot` as the data checks and BFCL scoring read an
+output) are CoT. The masks are then plain per-token columns that TRL's truncation, packing and
+collators carry along like `labels`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from .data.calls import DEFAULT_COT
+from .cot import DEFAULT_COT, UnclosedCot, cot_blocks
 
 COT_MASK = "cot_mask"  # dataset / batch column: 1 where the token lies in a CoT span
 
@@ -65,18 +66,13 @@ def validate_conversation(messages: Any) -> None:
                 raise SampleError(None, f"message {turn}: tool call arguments must be a JSON object")
 
 
-def cot_blocks(text: str, start: int, end: int, spec: SegmentSpec) -> list[tuple[int, int, bool]]:
+def _cot_blocks(text: str, start: int, end: int, spec: SegmentSpec) -> list[tuple[int, int, bool]]:
     """`(a, b, empty)` for each CoT block inside `text[start:end]`: characters `[a, b)`, markers included."""
-    blocks, pos = [], start
-    while (a := text.find(spec.cot_start, pos, end)) != -1:
-        inner = a + len(spec.cot_start)
-        close = text.find(spec.cot_end, inner, end)
-        if close == -1:
-            raise SampleError(None, f"unclosed {spec.cot_start!r} in an assistant turn")
-        b = close + len(spec.cot_end)
-        blocks.append((a, b, not text[inner:close].strip()))
-        pos = b
-    return blocks
+    try:
+        blocks = cot_blocks(text, spec.cot_start, spec.cot_end, start, end)
+    except UnclosedCot:
+        raise SampleError(None, f"unclosed {spec.cot_start!r} in an assistant turn") from None
+    return [(block.start, block.end, not text[block.body_start:block.body_end].strip()) for block in blocks]
 
 
 def tokenize_with_segments(
@@ -111,7 +107,7 @@ def tokenize_with_segments(
         )
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoding["offset_mapping"]
-    blocks = [block for s, e in spans for block in cot_blocks(text, s, e, spec)]
+    blocks = [block for s, e in spans for block in _cot_blocks(text, s, e, spec)]
     cot = [(a, b) for a, b, empty in blocks if not empty]
     # a token belongs to the block its first character lies in (the rule CoT spans use too)
     skipped = [(a, b) for a, b, empty in blocks if empty] if spec.mask_empty_cot else []

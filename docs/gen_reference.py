@@ -210,16 +210,11 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     rows = ["| flag | default | meaning |", "|---|---|---|"]
-    by_dest: dict[str, argparse.Action] = {}
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
         names = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.metavar or action.dest.upper()}`"
         help_text = action.help if action.help not in (None, argparse.SUPPRESS) else ""
-        if action.help == argparse.SUPPRESS and action.dest in by_dest:
-            first = by_dest[action.dest].option_strings[0]
-            help_text = f"old name of `{first}`, still accepted (with a warning); hidden from `--help`"
-        by_dest.setdefault(action.dest, action)
         if action.choices:
             help_text += (" " if help_text else "") + "One of " + ", ".join(f"`{c}`" for c in action.choices) + "."
         if action.nargs in ("+", "*"):

@@ -103,6 +103,8 @@ def test_parse_assistant_output_shapes():
     ("<think>never closed [f(x=1)]", "unclosed_cot"),
     ("hi <think>a</think>ok", "text_before_cot"),
     ("<think>a</think><think>b</think>", "multiple_cot"),
+    ("<think>a</think>b</think>", "multiple_cot"),
+    ("<think>a</think><think>b", "unclosed_cot"),  # as training reads it: the second block never ends
     ("<think>a</think>[f(x=]", "call_parse_error"),
     ('<think>a</think>[{"name": "f", "arguments": {]', "call_parse_error"),
 ])

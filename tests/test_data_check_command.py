@@ -145,7 +145,7 @@ def test_distilled_cot_set_with_json_lines_blocks(tmp_path):
     assert report["reasons"]["hard"] == {"unknown_parameter": 6}
 
 
-def test_cot_start_end_flags_and_their_deprecated_aliases(tmp_path, capsys):
+def test_cot_start_end_flags(tmp_path, capsys):
     # The same sample with <r>…</r> as CoT markers splits exactly like the original with <think>…</think>.
     src = tmp_path / "r.jsonl"
     src.write_text((DATA / "xlam_cot_sample.jsonl").read_text().replace("<think>", "<r>").replace("</think>", "</r>"))
@@ -156,12 +156,10 @@ def test_cot_start_end_flags_and_their_deprecated_aliases(tmp_path, capsys):
     assert cli("check", str(src), "--output-dir", str(tmp_path / "new"), "--no-progress",
                "--cot-start", "<r>", "--cot-end", "</r>") == 0
     assert json.loads((tmp_path / "new" / "report.json").read_text())["outcomes"] == expected
-    assert "deprecated" not in capsys.readouterr().err
-    assert cli("check", str(src), "--output-dir", str(tmp_path / "old"), "--no-progress",
-               "--cot-open", "<r>", "--cot-close", "</r>") == 0
-    assert json.loads((tmp_path / "old" / "report.json").read_text())["outcomes"] == expected
-    err = capsys.readouterr().err
-    assert "--cot-open is deprecated, use --cot-start" in err and "--cot-close is deprecated, use --cot-end" in err
+    # the old names (--cot-open/--cot-close) are gone, not aliased
+    with pytest.raises(SystemExit):
+        cli("check", str(src), "--output-dir", str(tmp_path / "old"), "--cot-open", "<r>")
+    assert "unrecognized arguments: --cot-open" in capsys.readouterr().err
     # without the markers, no record of the rewritten sample has a CoT
     assert cli("check", str(src), "--output-dir", str(tmp_path / "default"), "--no-progress") == 0
     assert json.loads((tmp_path / "default" / "report.json").read_text())["reasons"]["rejected"] == {"missing_cot": 4}

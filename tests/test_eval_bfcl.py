@@ -53,11 +53,14 @@ def tiny_model_dir(tmp_path_factory):
 # ---- think block and unsafe output -------------------------------------------------------------
 
 
-def test_split_think():
-    assert bfcl.split_think("<think>\nplan\n</think>\n\n[f(a=1)]") == ("plan", "[f(a=1)]")
-    assert bfcl.split_think("[f(a=1)]") == ("", "[f(a=1)]")
+def test_split_reasoning():
+    assert bfcl.split_reasoning("<think>\nplan\n</think>\n\n[f(a=1)]") == ("plan", "[f(a=1)]")
+    assert bfcl.split_reasoning("[f(a=1)]") == ("", "[f(a=1)]")
     # Unclosed: no call was made, the text stays and fails to decode.
-    assert bfcl.split_think("<think>never ends") == ("", "<think>never ends")
+    assert bfcl.split_reasoning("<think>never ends") == ("", "<think>never ends")
+    # the run's markers, not a fixed <think>
+    assert bfcl.split_reasoning("<r>plan</r>\n[f(a=1)]", ("<r>", "</r>")) == ("plan", "[f(a=1)]")
+    assert bfcl.split_reasoning("<r>plan</r>\n[f(a=1)]") == ("", "<r>plan</r>\n[f(a=1)]")
 
 
 def test_unsafe_expressions_are_refused_not_evaluated():
@@ -83,6 +86,46 @@ def test_think_then_call_is_scored_on_the_call():
     call = _render_calls(item["ground_truth"])
     assert bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", f"<think>area</think>\n{call}"))["valid"]
     assert not bfcl.score_entry("simple_python", item, f"<think>area</think>\n{call}")["valid"]
+    # a model trained with other CoT markers is read with them
+    custom = f"<r>area</r>\n{call}"
+    assert bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", custom, cot=("<r>", "</r>")))["valid"]
+    assert not bfcl.score_entry("simple_python", item, bfcl.answer_text("simple_python", custom))["valid"]
+
+
+def test_the_run_reads_every_answer_with_its_cot_markers(tmp_path, monkeypatch):
+    """`evaluate_bfcl(cot=...)` and `balancetrl eval --cot-start/--cot-end` reach the answers that are scored."""
+    from balancetrl.eval import runner
+    from balancetrl.generation import Completion
+    from conftest import build_tokenizer
+
+    call = _render_calls(bfcl.load_category("simple_python", 1)[0]["ground_truth"])
+
+    class Engine:  # stands in for TransformersGeneration: every prompt answered with <r>…</r> and the right call
+        def __init__(self, *args, **kwargs):
+            self.progress = None
+
+        def complete(self, prompt_ids, **kwargs):
+            return [[Completion(f"<r>area</r>\n{call}", len(ids), 4, 0.0)] for ids in prompt_ids]
+
+    monkeypatch.setattr(runner, "TransformersGeneration", Engine)
+    for cot, correct in ((("<r>", "</r>"), 1), (("<think>", "</think>"), 0)):
+        out = tmp_path / cot[0].strip("<>")
+        report = runner.evaluate_bfcl("m", ["simple_python"], output_dir=out, limit=1, progress=False, model=object(),
+                                      tokenizer=build_tokenizer(), cot=cot)
+        assert report["categories"][0]["correct"] == correct
+    sample = json.loads((tmp_path / "r" / "samples" / "simple_python.jsonl").read_text())
+    assert (sample["reasoning_content"], sample["result"]) == ("area", call)
+
+    class Called(Exception):
+        pass
+
+    def evaluate_bfcl(model_spec, categories, **kwargs):
+        raise Called(kwargs)  # stop the command here: only the arguments matter
+
+    monkeypatch.setattr(runner, "evaluate_bfcl", evaluate_bfcl)
+    with pytest.raises(Called) as called:
+        _run_cli(["eval", "--model", "m", "--cot-start", "<r>", "--cot-end", "</r>"])
+    assert called.value.args[0]["cot"] == ("<r>", "</r>")
 
 
 def test_fc_style_renders_tools_and_scores_tool_call_blocks():
@@ -184,7 +227,7 @@ def test_known_answers_agree_with_bfcl_scorer(tmp_path):
     for cat in KNOWN_CATEGORIES:
         items = bfcl.load_category(cat, 8)
         answers, intended = _known_answers(cat, items)
-        verdicts = bfcl.score_category(cat, items, answers)
+        _, verdicts = bfcl.score_answers(cat, items, answers)
         valid = [v["valid"] for v in verdicts]
         # Planted answers come out exactly as planted: bfcl's possible answers rendered as calls pass.
         assert valid == intended, (cat, [v for v in verdicts if not v["valid"]])
@@ -306,6 +349,7 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     import types
 
     from balancetrl.eval import runner
+    from balancetrl.generation import CompletionBackend, GenerationBackend
     from balancetrl.generation.vllm_backend import CPU_KV_CACHE_GIB
 
     seen = {}
@@ -321,7 +365,8 @@ def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     from conftest import build_tokenizer
 
-    runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
+    engine = runner._offline_vllm(str(tiny_model_dir), build_tokenizer(), "bfloat16")
+    assert isinstance(engine, CompletionBackend) and not isinstance(engine, GenerationBackend)  # scoring, no HDR
     assert seen == {"model": str(tiny_model_dir), "tokenizer": str(tiny_model_dir), "dtype": "bfloat16",
                     "enable_prefix_caching": True, "disable_log_stats": False}
     assert CPU_KV_CACHE_GIB == 4 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"

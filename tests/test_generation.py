@@ -9,11 +9,12 @@ import torch
 
 from balancetrl import generation
 from balancetrl.generation import (
+    CompletionBackend,
     GenerationBackend,
     TransformersGeneration,
+    VLLMBackend,
     VLLMSettings,
     decode_completion,
-    make_generation_backend,
     padded_shard,
     render_prompts,
     shard_bounds,
@@ -203,8 +204,8 @@ def test_padded_shards_have_equal_length_and_real_rows_cover_input_in_order(n, w
 
 
 def test_transformers_backend_shape_and_protocol(tokenizer, model):
-    backend = make_generation_backend("transformers", model=model, tokenizer=tokenizer, batch_size=2)
-    assert isinstance(backend, GenerationBackend)
+    backend = TransformersGeneration(model, tokenizer, batch_size=2)
+    assert isinstance(backend, GenerationBackend) and isinstance(backend, CompletionBackend)  # HDR's and eval's
     prompts, tools = _prompts(3)
     out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=6, seed=1)
     assert len(out) == 3 and all(len(row) == 3 for row in out)
@@ -371,18 +372,15 @@ def test_vllm_settings_from_trl_config():
 def test_vllm_missing_extra_gives_install_hint(monkeypatch, tokenizer, model):
     monkeypatch.setattr(gen, "_vllm_available", lambda: False)
     with pytest.raises(ImportError, match=r"balancetrl\[vllm\]"):
-        make_generation_backend(
-            "vllm",
-            model=model,
-            tokenizer=tokenizer,
-            accelerator=object(),
-            mode="server",
-        )
+        VLLMBackend(model, tokenizer, object(), VLLMSettings(mode="server"))
 
 
 def test_unknown_backend_name():
-    with pytest.raises(ValueError, match="transformers"):
-        make_generation_backend("sglang")
+    from balancetrl.hdr.config import HDRConfig
+
+    # where a run names its backend: HDR's regeneration (evaluation's --backend is a CLI choice)
+    with pytest.raises(ValueError, match="'transformers' or 'vllm'"):
+        HDRConfig(generation_backend="sglang")
 
 
 def test_vllm_call_plan():
@@ -532,14 +530,9 @@ def test_vllm_starts_from_a_safetensors_copy_of_a_model_it_cannot_read(fake_vllm
 
 @pytest.mark.parametrize("mode", ["colocate", "server"])
 def test_vllm_adapter_maps_the_interface(fake_vllm, tokenizer, model, mode):
-    backend = make_generation_backend(
-        "vllm",
-        model=model,
-        tokenizer=tokenizer,
-        accelerator=OneProcess(),
-        mode=mode,
-        generation_kwargs={"x": 1},
-    )
+    backend = VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings(mode=mode), generation_kwargs={"x": 1})
+    # regeneration only: evaluation's completions come from OfflineVLLM
+    assert isinstance(backend, GenerationBackend) and not isinstance(backend, CompletionBackend)
     (engine,) = fake_vllm
     assert engine.kwargs["logprobs"] is None and engine.kwargs["top_k"] == 0
     prompts, tools = _prompts(3)

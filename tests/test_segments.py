@@ -141,3 +141,33 @@ def test_empty_cot_carries_no_loss_when_masked_and_counts_as_call_otherwise(toke
     # one empty block in the data (the no-CoT sample; the others reason in every turn)
     assert logs[True]["ssb/tokens_cot"] == logs[False]["ssb/tokens_cot"] > 0
     assert logs[False]["ssb/tokens_call"] - logs[True]["ssb/tokens_call"] == len(empty_ids) > 1
+
+
+# The template writes nothing around an assistant turn: its generation span is the output text itself, as a model wrote
+# it (the prompt may already have written the opener).
+OUTPUT_TEMPLATE = ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}"
+                   "{% endgeneration %}{% else %}{{ m.content }}\n{% endif %}{% endfor %}")
+
+
+@pytest.mark.parametrize("output", [
+    "<think>\nplan\n</think>\n\n[f(a=1)]",
+    "plan</think>\n[f(a=1)]",  # the prompt wrote the opener
+    "<think>\na\n</think>\n[f(a=1)]\n<think>\nb\n</think>",  # two blocks: eval once took the call for reasoning
+    "Sure.\n<think>\na\n</think>\n[f(a=1)]",  # text before the block
+    "<think>\n\n</think>\n\n[f(a=1)]",  # an empty block: neither CoT nor trained
+    "<r>\nplan\n</r>\n[f(a=1)]",  # other markers, read with the run's
+], ids=["one_block", "opened_by_prompt", "two_blocks", "text_before", "empty_block", "custom_markers"])
+def test_eval_scores_as_the_answer_what_training_trains_as_the_call(tokenizer, output):
+    from balancetrl.eval.bfcl import split_reasoning
+
+    spec = SegmentSpec("<r>", "</r>") if "<r>" in output else SegmentSpec()
+    conv = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": output}]}
+    out = tokenize_with_segments(conv, tokenizer, OUTPUT_TEMPLATE, spec)
+    supervised = [label != -100 for label in out["labels"]]
+    trained_cot = decode_masked(tokenizer, out["input_ids"], out[COT_MASK])
+    trained_call = decode_masked(tokenizer, out["input_ids"], [s and not c for s, c in zip(supervised, out[COT_MASK])])
+    reasoning, answer = split_reasoning(output, (spec.cot_start, spec.cot_end))
+    assert answer == trained_call.lstrip("\n")
+    # the reasoning eval records is the trained CoT, markers left out
+    blocks = trained_cot.replace(spec.cot_start, "").split(spec.cot_end)
+    assert reasoning == "\n\n".join(block.strip() for block in blocks if block.strip())

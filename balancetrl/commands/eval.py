@@ -63,6 +63,7 @@ class EvalCommand(Command):
             "conversation so far; results.json records vLLM's hit counters)",
         )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        add_cot_arguments(p)  # the markers the model was trained with: BFCL answers and held-out records read with them
 
         held = p.add_argument_group(
             "held-out dataset (--dataset)",
@@ -83,7 +84,6 @@ class EvalCommand(Command):
                           help="evaluate records without CoT, and answers without CoT, as `balancetrl check` does")
         held.add_argument("--keep-empty-cot", action="store_true",
                           help="score the tokens of an empty CoT block (training's mask_empty_cot=False)")
-        add_cot_arguments(held)
 
         forget = p.add_argument_group(
             "forgetting (--forgetting)",
@@ -153,7 +153,7 @@ class EvalCommand(Command):
             backend=args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
             chat_template=args.chat_template, dtype=args.dtype, check_with_bfcl=args.check_with_bfcl,
             progress=not args.no_progress, prompt_style=args.prompt_style, resume=args.resume,
-            prefix_caching=not args.no_prefix_caching,
+            prefix_caching=not args.no_prefix_caching, cot=(args.cot_start, args.cot_end),
         )
         print(to_markdown(result))
         print(f"Saved {args.output_dir}/results.json and results.md")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..cot import DEFAULT_COT
 from .bfcl_match import bfcl_match
-from .calls import DEFAULT_COT, CallParseError, from_tool_calls, parse_assistant_output
+from .calls import CallParseError, from_tool_calls, parse_assistant_output
 from .reasons import OK, CheckResult, fail
 
 _MISSING = object()

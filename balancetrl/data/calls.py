@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cot import DEFAULT_COT, UnclosedCot, split_cot
 from .io import why_unusable
 
 
@@ -253,27 +254,18 @@ def parse_calls(text: str) -> ParsedCalls:
     return ParsedCalls(parse_python_calls(stripped), "python", issues)
 
 
-# the CoT markers every option defaults to (`cot_start`/`cot_end`): R1/Qwen3-style reasoning blocks
-DEFAULT_COT = ("<think>", "</think>")
-
-
 def split_assistant_output(text: str, cot_start: str = DEFAULT_COT[0], cot_end: str = DEFAULT_COT[1]) -> AssistantOutput:
     """Split generated assistant text into reasoning, calls and content; see `parse_assistant_output`."""
-    reasoning = None
-    rest = text
-    close_at = text.find(cot_end) if cot_end else -1
-    open_at = text.find(cot_start) if cot_start else -1
-    if open_at != -1 and (close_at == -1 or close_at < open_at):
-        raise CallParseError("unclosed_cot", f"{cot_start} is never closed by {cot_end}")
-    if close_at != -1:
-        # A template may pre-write the opener into the prompt, so the output can start inside the CoT.
-        start = open_at + len(cot_start) if open_at != -1 else 0
-        if text[: max(open_at, 0)].strip():
-            raise CallParseError("text_before_cot", f"text before {cot_start}")
-        reasoning = text[start:close_at].strip()
-        rest = text[close_at + len(cot_end):]
-        if cot_start in rest or cot_end in rest:
-            raise CallParseError("multiple_cot", "more than one CoT block in one turn")
+    try:
+        split = split_cot(text, cot_start, cot_end)
+    except UnclosedCot as e:
+        raise CallParseError("unclosed_cot", str(e)) from None
+    # training reads any number of blocks anywhere in the turn; a well-formed record has one, first
+    if split.blocks and text[: split.blocks[0].start].strip():
+        raise CallParseError("text_before_cot", f"text before {cot_start}")
+    if len(split.blocks) > 1 or cot_end in split.rest:
+        raise CallParseError("multiple_cot", "more than one CoT block in one turn")
+    reasoning, rest = split.reasoning, split.rest
     if "<tool_call>" in rest or "</tool_call>" in rest:
         calls, content = parse_tool_call_blocks(rest)
         return AssistantOutput(reasoning, calls, content, "tool_call")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..cot import DEFAULT_COT
 from .answers import answer_check_parsed
-from .calls import DEFAULT_COT, CallParseError
+from .calls import CallParseError
 from .quality import quality_check
 from .record import Record
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .calls import DEFAULT_COT, CallParseError, from_tool_calls, split_assistant_output, to_tool_calls
+from ..cot import DEFAULT_COT
+from .calls import CallParseError, from_tool_calls, split_assistant_output, to_tool_calls
 from .reasons import OK, CheckResult, fail
 from .record import SharedTool
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .calls import DEFAULT_COT
+from ..cot import DEFAULT_COT
 from .checks import CheckOutcome, check_record
 from .formats import load_records
 from .io import AtomicJsonlWriter, atomic_write, read_records, why_unusable

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .calls import DEFAULT_COT, CallParseError, render_tool_call_block
+from ..cot import DEFAULT_COT
+from .calls import CallParseError, render_tool_call_block
 from .quality import normalise_assistant
 
 

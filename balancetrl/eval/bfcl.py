@@ -4,8 +4,9 @@ Nothing here re-implements BFCL. We prompt exactly as BFCL does for prompt-based
 (`system_prompt_pre_processing_chat_model` + the tokenizer's chat template, like bfcl's
 `QuickTestingOSSHandler`), decode with bfcl's own `default_decode_ast_prompting` (through a
 registered prompt-mode handler) and score each entry with the very per-entry functions that
-`bfcl evaluate` uses. Our only additions: a `<think>` block before the call is split off first
-(as bfcl's Qwen handler does), and outputs that bfcl's decoder would `eval()` are refused.
+`bfcl evaluate` uses. Our only additions: the CoT is split off first (as bfcl's Qwen handler does with
+`<think>`, here in the run's CoT markers and read as training reads them), and outputs that bfcl's decoder
+would `eval()` are refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import sys
 import types
 from pathlib import Path
+
+from ..cot import DEFAULT_COT, UnclosedCot, split_cot
 
 # bfcl's runner picks the decoder and the function-name convention from a *registered* model
 # name. This prompt-mode entry uses OSSHandler's `default_decode_ast_prompting` and keeps dots in
@@ -126,16 +129,18 @@ def build_messages(prompt_entry: dict) -> list[dict]:
     )
 
 
-def split_think(text: str) -> tuple[str, str]:
-    """`(reasoning, answer)`: everything up to the last `</think>` is reasoning.
+def split_reasoning(text: str, cot: tuple[str, str] = DEFAULT_COT) -> tuple[str, str]:
+    """`(reasoning, answer)` of a raw output: its CoT blocks (in the run's `cot` markers) and the text outside them,
+    read as training segments it (`balancetrl.cot`), so the answer scored is the text trained as the call.
 
-    Same rule as bfcl's Qwen prompt handler. An unclosed `<think>` stays in the answer, which then
-    fails to decode: a model that never finishes thinking made no call.
+    An unclosed block leaves the whole text as the answer, which then fails to decode: a model that never finishes
+    thinking made no call.
     """
-    if "</think>" not in text:
+    try:
+        split = split_cot(text, *cot)
+    except UnclosedCot:
         return "", text
-    head, _, tail = text.rpartition("</think>")
-    return head.split("<think>")[-1].strip("\n"), tail.lstrip("\n")
+    return split.reasoning or "", split.rest.lstrip("\n")
 
 
 _SAFE_ARITH_NODES = (ast.BinOp, ast.UnaryOp, ast.Constant, ast.unaryop, ast.Add, ast.Sub, ast.Mult,
@@ -261,22 +266,22 @@ def build_prompt(tokenizer, prompt_entry: dict, prompt_style: str = "prompt") ->
     return render_prompt_texts(tokenizer, [build_messages(prompt_entry)])[0]
 
 
-def answer_text(category: str, raw_output: str, prompt_style: str = "prompt") -> str:
-    """What bfcl gets as the model's `result`: think block removed, unsafe output refused.
+def answer_text(category: str, raw_output: str, prompt_style: str = "prompt", cot: tuple[str, str] = DEFAULT_COT) -> str:
+    """What bfcl gets as the model's `result`: CoT removed, unsafe output refused.
 
     With `fc`, the output is parsed by `parse_assistant_output` (json/ast, never eval), the parser that reads training
     data and HDR answers, and its calls are rendered as bfcl's python call list, so the same bfcl decoder and checker
     score both styles; a turn without calls is passed on as its text (a non-call), malformed output as it is.
     Only the python decoder evals; Java/JavaScript answers go to bfcl's tree-sitter parsers.
     """
-    _, answer = split_think(raw_output)
+    _, answer = split_reasoning(raw_output, cot)
     if prompt_style == "fc":
         # the one parser of training data and HDR answers (generation re-exports it): scored as it is trained
         from ..data.calls import CallParseError, render_python_calls
         from ..generation import parse_assistant_output
 
         try:
-            _, calls, content = parse_assistant_output(raw_output)
+            _, calls, content = parse_assistant_output(raw_output, *cot)
             answer = render_python_calls(calls) if calls else content
         except (CallParseError, RecursionError):  # RecursionError: repr of a deeply nested argument
             pass  # the text goes on as is: the guard below decides whether bfcl may decode it
@@ -347,10 +352,6 @@ def score_answers(category: str, items: list[dict], answers: list[str]) -> tuple
             verdict = score_entry(category, item, REFUSED_OUTPUT, handler)
             verdicts.append({**verdict, "scorer_error": f"{type(e).__name__}: {str(e)[:200]}"})
     return answers, verdicts
-
-
-def score_category(category: str, items: list[dict], results: list[str]) -> list[dict]:
-    return score_answers(category, items, results)[1]
 
 
 def write_result_file(result_dir: str | Path, category: str, records: list[dict]) -> Path:

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from ..cot import DEFAULT_COT
 from ..data.answers import check_generated
-from ..data.calls import DEFAULT_COT, from_tool_calls
+from ..data.calls import from_tool_calls
 from ..data.checks import check_record
 from ..data.formats import load_records
 from ..data.training import to_training_row

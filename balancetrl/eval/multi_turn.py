@@ -40,9 +40,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cot import DEFAULT_COT
 from ..data.calls import CallParseError, parse_python_calls, to_tool_calls
 from ..generation import (
     Completion,
+    CompletionBackend,
     parse_assistant_output,
     render_prompt_texts,
     tokenize_prompt_texts,
@@ -73,9 +75,10 @@ def check_template_renders_tools(tokenizer, chat_template: str | None = None) ->
 class ChatStepModel:
     """The model call of one round of steps (a ``BatchStepModel``): each conversation rendered through the chat
     template, one greedy completion each from a single call of an engine of the generation layer
-    (``TransformersGeneration`` / ``OfflineVLLM``: anything with ``complete(prompt_ids, ...)``), which batches them."""
+    (a ``CompletionBackend``: ``TransformersGeneration`` / ``OfflineVLLM``), which batches them."""
 
-    def __init__(self, engine, tokenizer, *, max_new_tokens: int = 512, chat_template: str | None = None):
+    def __init__(self, engine: CompletionBackend, tokenizer, *, max_new_tokens: int = 512,
+                 chat_template: str | None = None):
         self.engine, self.tokenizer = engine, tokenizer
         self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
 
@@ -137,9 +140,10 @@ def _handler_class():
         guarded calls as a Python call list (bfcl's own decoder reads them back, e.g. in ``--check-with-bfcl``),
         or ``""`` for a step without executable calls; the raw text lives in the step logs."""
 
-        def __init__(self, model: StepModel, run_name: str):
+        def __init__(self, model: StepModel, run_name: str, cot: tuple[str, str]):
             super().__init__(model_name=run_name, temperature=0.0, registry_name=run_name, is_fc_model=True)
             self.model = model
+            self.cot = cot  # the markers the model was trained with: each step is read as training reads it
             self.turns: list[list[StepLog]] = []
             self.functions: list[dict] = []  # the guard's allow-list
 
@@ -172,7 +176,7 @@ def _handler_class():
                           completion_tokens=completion.completion_tokens, latency=completion.latency)
             self.turns[-1].append(log)
             try:
-                log.reasoning, log.calls, log.content = parse_assistant_output(completion.text)
+                log.reasoning, log.calls, log.content = parse_assistant_output(completion.text, *self.cot)
             except CallParseError as e:
                 log.parse_error = f"{e.reason}: {e.message}"
             executable = []
@@ -234,8 +238,10 @@ def load_entries(category: str, limit: int | None = None) -> list[dict]:
     return [{"id": entries[i]["id"], "entry": entries[i], "ground_truth": truth[i]["ground_truth"]} for i in range(n)]
 
 
-def run_entry(model: StepModel, item: dict, category: str, run_name: str | None = None, *, quiet: bool = True) -> dict:
-    """Drive one entry through bfcl's FC loop with ``model`` and score it with bfcl's checker.
+def run_entry(model: StepModel, item: dict, category: str, run_name: str | None = None, *, quiet: bool = True,
+              cot: tuple[str, str] = DEFAULT_COT) -> dict:
+    """Drive one entry through bfcl's FC loop with ``model`` and score it with bfcl's checker; ``cot`` are the CoT
+    markers the model's outputs are read with.
 
     Returns ``{"id", "valid", "error_type", "error", "result", "turns"}``: ``result`` is bfcl's result-file value
     (per turn, per step), ``turns`` the step logs (raw output, parsed and executed calls, tool results). ``quiet``
@@ -244,7 +250,7 @@ def run_entry(model: StepModel, item: dict, category: str, run_name: str | None 
     """
     bfcl = bfcl_adapter.import_bfcl()
     run_name = run_name or f"balancetrl_{uuid.uuid4().hex}"
-    handler = _handler_class()(model, run_name)
+    handler = _handler_class()(model, run_name, cot)
     with fresh_environments(run_name):
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             result, _ = handler.inference_multi_turn_FC(
@@ -310,6 +316,7 @@ def run_entries(
     *,
     width: int = 8,
     on_done: Callable[[int, dict], None] | None = None,
+    cot: tuple[str, str] = DEFAULT_COT,
 ) -> list[dict]:
     """``run_entry`` over ``items``, up to ``width`` entries in flight, their steps batched in lockstep rounds (module
     docstring). Returns the outcomes in ``items`` order; ``on_done(index, outcome)`` is called (in this thread) as
@@ -325,7 +332,7 @@ def run_entries(
 
     def work(i: int) -> None:
         try:
-            outcomes[i] = run_entry(gate.step_model(i), items[i], category, quiet=False)
+            outcomes[i] = run_entry(gate.step_model(i), items[i], category, quiet=False, cot=cot)
         except BaseException as e:  # handed to the calling thread, which raises it
             errors[i] = e
         finally:

@@ -33,7 +33,9 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ..cot import DEFAULT_COT
 from ..generation import (
+    CompletionBackend,
     GenerationJournal,
     OfflineVLLM,
     TransformersGeneration,
@@ -81,6 +83,7 @@ def evaluate_bfcl(
     prompt_style: str = "prompt",
     resume: bool = False,
     prefix_caching: bool = True,
+    cot: tuple[str, str] = DEFAULT_COT,
 ) -> dict:
     """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
 
@@ -93,7 +96,8 @@ def evaluate_bfcl(
     recorded batches and generates only the rest; scoring (and multi-turn tool execution) reruns in full. Generation
     timings (`generation_seconds`, latencies) count a replayed batch at the time it took when generated.
     `prefix_caching` (vLLM backend) turns on vLLM's prefix caching; the report's `vllm.prefix_cache` holds vLLM's own
-    hit counters (tokens), overall and per category.
+    hit counters (tokens), overall and per category. `cot`: the CoT markers the model was trained with (its
+    `cot_start`/`cot_end`); an output's CoT is split off as training reads it before the rest is scored.
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
@@ -117,6 +121,7 @@ def evaluate_bfcl(
     journal = None
     if resume:
         journal = GenerationJournal(output_dir / JOURNAL_FILE, weights_fingerprint(model))
+    engine: CompletionBackend
     if backend == "transformers":
         engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal)
     else:
@@ -129,12 +134,12 @@ def evaluate_bfcl(
         engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
         with _prefix_cache_delta(engine, "single_turn"):
             rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens,
-                                 prompt_style)
+                                 prompt_style, cot)
     if multi:
         engine.progress = None  # one round of steps at a time: the bar counts entries instead
         with _prefix_cache_delta(engine, "multi_turn"):
             rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress,
-                                batch_size)
+                                batch_size, cot)
     # model time only: single-turn generation wall time plus every multi-turn step's generation time
     gen_seconds = sum(r["generation_seconds"] for r in rows)
     rows = [next(r for r in rows if r["category"] == c) for c in cats]
@@ -173,7 +178,7 @@ def evaluate_bfcl(
 
 
 @contextlib.contextmanager
-def _prefix_cache_delta(engine, part: str):
+def _prefix_cache_delta(engine: CompletionBackend, part: str):
     """vLLM's prefix-cache hits of the block (single- or multi-turn), logged and kept on the engine for the report."""
     if not hasattr(engine, "prefix_cache"):
         yield
@@ -201,7 +206,8 @@ def _offline_vllm(model_spec, tokenizer, dtype: str, prefix_caching: bool = True
     return OfflineVLLM(folder, tokenizer, dtype=dtype, enable_prefix_caching=prefix_caching)
 
 
-def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, prompt_style) -> list[dict]:
+def _single_turn(cats, engine: CompletionBackend, tokenizer, output_dir, result_dir, limit, max_new_tokens,
+                 prompt_style, cot) -> list[dict]:
     items = {c: bfcl.load_category(c, limit) for c in cats}
     flat = [(c, i) for c in cats for i in range(len(items[c]))]
     prompts = [bfcl.build_prompt(tokenizer, items[c][i]["prompt_entry"], prompt_style) for c, i in flat]
@@ -219,12 +225,12 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     rows = []
     (output_dir / "samples").mkdir(parents=True, exist_ok=True)
     for c in cats:
-        answers = [bfcl.answer_text(c, g.text, prompt_style) for _, _, g in by_cat[c]]
+        answers = [bfcl.answer_text(c, g.text, prompt_style, cot) for _, _, g in by_cat[c]]
         answers, verdicts = bfcl.score_answers(c, [it for it, _, _ in by_cat[c]], answers)
         records = []
         with open(output_dir / "samples" / f"{c}.jsonl", "w") as f:
             for (item, prompt, g), answer, v in zip(by_cat[c], answers, verdicts):
-                reasoning, _ = bfcl.split_think(g.text)
+                reasoning, _ = bfcl.split_reasoning(g.text, cot)
                 rec = {
                     "id": item["id"], "result": answer, "input_token_count": g.prompt_tokens,
                     "output_token_count": g.completion_tokens, "latency": g.latency,
@@ -242,7 +248,8 @@ def _single_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new
     return rows
 
 
-def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress, width) -> list[dict]:
+def _multi_turn(cats, engine: CompletionBackend, tokenizer, output_dir, result_dir, limit, max_new_tokens,
+                progress, width, cot) -> list[dict]:
     from ..generation import progress_bar
     from .multi_turn import ChatStepModel, load_entries, run_entries, summarize_steps
 
@@ -267,7 +274,7 @@ def _multi_turn(cats, engine, tokenizer, output_dir, result_dir, limit, max_new_
             )
             bar.update(1)
 
-        outcomes = run_entries(model, items, c, width=width, on_done=write)
+        outcomes = run_entries(model, items, c, width=width, on_done=write, cot=cot)
         bar.close()
         verdicts = [{k: o[k] for k in ("valid", "error_type", "error")} for o in outcomes]
         latencies = [summarize_steps(o["turns"])["latency"] for o in outcomes]
@@ -315,7 +322,6 @@ def evaluate_heldout(
     The records are tokenized with the tokenizer's chat template after `chat_template` is applied: it needs the
     `{% generation %}` markers training used (TRL's and balancetrl's *_training templates).
     """
-    from ..data.calls import DEFAULT_COT
     from ..segments import SegmentSpec
     from . import heldout
 

@@ -1,6 +1,8 @@
 """One generation layer for every part that asks a model for answers (the HDR rounds, BFCL evaluation), the way
 TRL keeps ``trl/generation/`` for all its trainers.
 
+- ``base``: the two interfaces a caller takes a backend by: ``GenerationBackend.generate`` (conversations in, texts
+  out: HDR regeneration) and ``CompletionBackend.complete`` (token ids in, ``Completion`` records out: evaluation).
 - ``prompts``: a conversation and its tools rendered up to an open assistant turn with the training chat template.
 - ``transformers_backend.TransformersGeneration``: batched ``model.generate`` (greedy or seeded sampling, sharded
   across ranks, progress bar on the main process).
@@ -15,11 +17,10 @@ TRL keeps ``trl/generation/`` for all its trainers.
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..data.calls import CallParseError, parse_assistant_output
 from .base import (
     Completion,
+    CompletionBackend,
     Conversation,
     GenerationBackend,
     Tools,
@@ -38,26 +39,10 @@ from .prompts import render_prompt_texts, render_prompts, tokenize_prompt_texts
 from .transformers_backend import TransformersGeneration
 from .vllm_backend import OfflineVLLM, VLLMBackend, VLLMSettings, vllm_call_plan
 
-
-def make_generation_backend(name: str, **kwargs) -> GenerationBackend:
-    """``"transformers"`` → ``TransformersGeneration(**kwargs)``; ``"vllm"`` → ``VLLMBackend``, where keyword
-    arguments named like ``VLLMSettings`` fields build its settings and the rest go to the constructor."""
-    if name == "transformers":
-        return TransformersGeneration(**kwargs)
-    if name == "vllm":
-        setting_names = {field.name for field in dataclasses.fields(VLLMSettings)}
-        settings = kwargs.pop("settings", None)
-        setting_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in setting_names}
-        if settings is not None and setting_kwargs:
-            raise ValueError("pass either settings= or individual vLLM settings, not both")
-        return VLLMBackend(settings=settings or VLLMSettings(**setting_kwargs), **kwargs)
-    raise ValueError(f"unknown generation backend {name!r}; expected 'transformers' or 'vllm'")
-
-
 __all__ = [
-    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "Conversation", "GenerationBackend", "GenerationJournal",
-    "OfflineVLLM", "Tools",
+    "END_OF_TURN_TOKENS", "CallParseError", "Completion", "CompletionBackend", "Conversation", "GenerationBackend",
+    "GenerationJournal", "OfflineVLLM", "Tools",
     "TransformersGeneration", "VLLMBackend", "VLLMSettings", "completion_length", "decode_completion",
-    "make_generation_backend", "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
+    "parse_assistant_output", "progress_bar", "render_prompt_texts", "render_prompts",
     "padded_shard", "shard_bounds", "stop_token_ids", "tokenize_prompt_texts", "vllm_call_plan", "weights_fingerprint",
 ]

@@ -1,5 +1,6 @@
-"""What every generation backend shares: the request types, the one completion record, sharding across ranks,
-seeding that leaves the training RNG alone, and the progress bar of long generation."""
+"""What every generation backend shares: the request types, the one completion record, the two interfaces callers
+take a backend by, sharding across ranks, seeding that leaves the training RNG alone, and the progress bar of long
+generation."""
 
 from __future__ import annotations
 
@@ -24,19 +25,28 @@ class Completion:
     latency: float  # seconds: this sample's share of its batch's wall time
 
 
+# Two interfaces, one per kind of caller; TransformersGeneration offers both. Defaults (`= ...`) are each backend's.
 @runtime_checkable
 class GenerationBackend(Protocol):
-    def generate(
-        self,
-        prompts: list[Conversation],
-        tools: list[Tools],
-        *,
-        num_generations: int,
-        temperature: float,
-        max_new_tokens: int,
-        seed: int | None,
-    ) -> list[list[str]]:
+    """Conversations in, texts out: what HDR regeneration asks of a backend (``TransformersGeneration``,
+    ``VLLMBackend``). Collective under several processes: every rank passes the same prompts."""
+
+    def generate(self, prompts: list[Conversation], tools: list[Tools], *, num_generations: int = ...,
+                 temperature: float = ..., max_new_tokens: int = ..., seed: int | None = ...) -> list[list[str]]:
         """Return, per prompt, ``num_generations`` completion texts of the assistant turn that follows it."""
+        ...
+
+
+@runtime_checkable
+class CompletionBackend(Protocol):
+    """Rendered prompts (token ids) in, ``Completion`` records out: what evaluation asks of an engine
+    (``TransformersGeneration``, ``OfflineVLLM``), greedy unless told otherwise."""
+
+    progress: str | None  # the name of the progress bar ``complete`` shows, None for none: evaluation sets it per part
+
+    def complete(self, prompt_ids: list[list[int]], *, num_generations: int = ..., temperature: float = ...,
+                 max_new_tokens: int = ..., seed: int | None = ...) -> list[list[Completion]]:
+        """Return, per prompt, ``num_generations`` completions with their token counts and latency."""
         ...
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
@@ -24,6 +24,9 @@ from .config import HDRConfig
 from .rounds import HardSample, hard_sample, run_round
 from .schedule import EpochPlan, RoundDataset
 from .state import HDRState
+
+if TYPE_CHECKING:
+    from ..generation import GenerationBackend
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class HDRCallback(TrainerCallback):
         if cfg.generation_backend == "vllm":  # colocate reserves GPU memory: build it before the optimizer exists
             self._backend = self._make_backend()
 
-    def _make_backend(self):
+    def _make_backend(self) -> GenerationBackend:
         from ..generation import TransformersGeneration, VLLMBackend, VLLMSettings
 
         trainer, cfg = self.trainer, self.config

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..cot import DEFAULT_COT
 from ..data.answers import answer_check, check_generated
-from ..data.calls import DEFAULT_COT, from_tool_calls, to_tool_calls
+from ..data.calls import from_tool_calls, to_tool_calls
 from .verdicts import Candidate, JudgeItem
+
+if TYPE_CHECKING:  # the generation layer imports torch; the callback loads it only when a round runs
+    from ..generation import GenerationBackend
 
 
 @dataclass
@@ -121,7 +125,7 @@ def accepted_record(sample: HardSample, log: CandidateLog, round_index: int) -> 
 
 def run_round(
     samples: list[HardSample],
-    backend,
+    backend: GenerationBackend,
     panel,
     *,
     round_index: int,

@@ -32,7 +32,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..calls import DEFAULT_COT
+from ...cot import DEFAULT_COT
 from ..io import InputError, RawRow, read_records
 from .bfcl import bfcl_answers, bfcl_pick, bfcl_reference, default_bfcl_answers, from_bfcl
 from .common import FormatError, parse_tools, to_canonical_tool, tool_list

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Any
 
-from ..calls import DEFAULT_COT, CallParseError, parse_json_calls, split_assistant_output, to_tool_calls
+from ...cot import DEFAULT_COT
+from ..calls import CallParseError, parse_json_calls, split_assistant_output, to_tool_calls
 from ..io import why_unusable
 from ..record import SharedTool
 

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..calls import DEFAULT_COT, CallParseError, parse_json_values, python_literal
+from ...cot import DEFAULT_COT
+from ..calls import CallParseError, parse_json_values, python_literal
 from ..io import InputError
 from ..record import Record
 from .common import FormatError, call_turn, parse_tools, require, to_canonical_tool
