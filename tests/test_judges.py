@@ -111,6 +111,23 @@ def test_parse_judges_forms():
         JudgeSpec("m", params={"timeout": 3})
 
 
+def test_documented_small_local_judge_uses_the_verdict_schema_and_loads_as_a_recipe_judge():
+    # docs/hdr.md shows the verdict schema in YAML for a small local judge, and tests/test_vllm_judge_server.py runs
+    # that entry against a real vLLM server; here, without one: the page's schema is the code's, and a recipe loads it.
+    from test_vllm_judge_server import documented_local_judge
+
+    from balancetrl.hdr.judge_prompt import VERDICT_RESPONSE_FORMAT
+    from balancetrl.scripts.recipe import build_hdr_config
+
+    entry = documented_local_judge()
+    assert entry["params"]["response_format"] == VERDICT_RESPONSE_FORMAT
+    schema = VERDICT_RESPONSE_FORMAT["json_schema"]["schema"]
+    assert schema["required"] == ["score", "reason"]  # what parse_verdict reads
+    assert (schema["properties"]["score"]["minimum"], schema["properties"]["score"]["maximum"]) == (0, 1)
+    (spec,) = parse_judges(build_hdr_config({"judges": [entry]}).judges)
+    assert spec.params == entry["params"] and "response_format" in spec.identity  # part of the cache key
+
+
 def test_prompt_shows_everything_and_is_deterministic():
     a, b = item(1, True).prompt_messages(), item(1, True).prompt_messages()
     assert a == b

@@ -31,6 +31,27 @@ Answer with ONE JSON object and nothing else:
 {"score": <number between 0 and 1, 1 = fully correct>, "reason": "<one short sentence>"}"""
 
 
+# The same verdict as a JSON schema, in the OpenAI `response_format` shape, for a judge that can be held to it
+# (vLLM's structured outputs): `params: {response_format: ...}` in the judge's entry, docs/hdr.md. A small local
+# model asked in words often answers in prose; held to this it can only write a verdict `parse_verdict` reads.
+# maxLength bounds the reason, or a weak model repeats itself until max_tokens and the cut-off JSON is unusable.
+VERDICT_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                "reason": {"type": "string", "maxLength": 200},
+            },
+            "required": ["score", "reason"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
 def _dump(value: Any) -> str:
     # No indent: indent forces json's pure-Python encoder, ~2.5 ms per prompt, which at
     # thousands of judgments a round is a visible share of the panel's client-side CPU.
