@@ -53,9 +53,10 @@ def _trainer(tmp_path, **hdr):
         learning_rate=3e-4, lr_scheduler_type="constant", max_length=512, logging_steps=1, save_strategy="epoch",
         save_only_model=True, gradient_checkpointing=False, disable_tqdm=True, seed=0, ssb=True,
     )
-    config = HDRConfig(cold_start_epochs=1, max_rounds=2, epochs_per_round=1, num_generations=1, temperature=0.0,
-                       max_new_tokens=MAX_NEW_TOKENS, round_size=2, replay_ratio=0.5, generation_backend="vllm",
-                       vllm_max_model_length=MAX_MODEL_LEN, **hdr)
+    settings = dict(cold_start_epochs=1, max_rounds=2, epochs_per_round=1, num_generations=1, temperature=0.0,
+                    max_new_tokens=MAX_NEW_TOKENS, round_size=2, replay_ratio=0.5, generation_backend="vllm",
+                    vllm_max_model_length=MAX_MODEL_LEN)
+    config = HDRConfig(**{**settings, **hdr})
     base = to_training_dataset(_demo(4))
     return BalanceSFTTrainer(model=model, args=args, train_dataset=base, processing_class=tokenizer,
                              callbacks=[HDRCallback(config, _demo(4, offset=4))])
@@ -122,7 +123,7 @@ def test_hdr_rounds_generate_with_the_weights_just_trained(tmp_path):
 def test_a_vllm_that_cannot_start_stops_before_training(tmp_path, monkeypatch):
     """vLLM's own reason, raised while the trainer is built: no step has run, no round is half done."""
     _vllm_or_skip()
-    with pytest.raises(Exception, match="max_model_len") as too_long:
+    with pytest.raises(Exception, match=r"User-specified max_model_len \(1000000\) is greater") as too_long:
         _trainer(tmp_path, vllm_max_model_length=10**6)  # beyond SmolLM2's 8192 positions: vLLM's config check
     assert not (tmp_path / "run" / "hdr" / "round_001").exists()
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "100000")  # GiB: more than the machine has
