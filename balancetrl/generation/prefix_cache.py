@@ -16,6 +16,8 @@ What vLLM's prefix caching does for the vLLM backend, done by hand for ``model.g
   batch reuses ``C = W - max(new tokens of a row)`` columns: row ``i`` (``L_i`` tokens) reuses ``L_i - (W - C)`` of
   its own prompt tokens (none when that is not positive), and the padding columns are zeros, masked as padding
   always is. A row without a match in the batch (a new conversation) therefore limits what the others reuse.
+  Reused KV was computed by an earlier forward of another shape (a longer prompt, a decode step, another batch), so
+  it can differ from a fresh prefill in the last bits, as a change of batch size can; the tests compare greedy texts.
 - Only full-attention ``DynamicLayer`` caches are reused (Llama, Qwen, SmolLM, Mistral without a sliding window ...):
   a sliding-window, linear-attention or static cache holds no exact per-token prefix to cut, so a model whose
   ``generate`` builds another cache generates without reuse (a warning says so; the prompt tokens are still counted).

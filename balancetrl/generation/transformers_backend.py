@@ -41,8 +41,9 @@ class TransformersGeneration:
 
     ``prefix_caching`` keeps each row's KV cache (prompt + completion) after a batch and reuses the longest common
     token prefix for the prompts of later batches (``prefix_cache.py``): a multi-turn step then prefills only what its
-    conversation gained since the step before. Batches are formed as without it; greedy texts are the same. It keeps
-    up to ``prefix_cache_size`` sequences (default ``batch_size``: one per conversation in flight) in device memory,
+    conversation gained since the step before. Batches are formed as without it; greedy texts were the same wherever
+    compared (reused KV comes from a forward of another shape, so it may differ in the last bits, as another batch
+    size may). It keeps up to ``prefix_cache_size`` sequences (default ``batch_size``: one per conversation in flight) in device memory,
     and only for one completion per prompt (greedy, or ``num_generations=1``). Off by default: the kept KV belongs to
     the weights that computed it (call ``clear_prefix_cache()`` after changing them). ``prefix_cache()`` gives the
     counts (prompt tokens), shaped as ``OfflineVLLM.prefix_cache()``: ``queries``, ``hits``, ``hit_rate``.
