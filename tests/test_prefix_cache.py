@@ -146,3 +146,19 @@ def test_prefix_reuse_skips_what_it_cannot_reuse_exactly(tokenizer, model):
         reused = engine.complete(ids + ids, max_new_tokens=6)
     assert [r[0].text for r in reused] == [r[0].text for r in plain]
     assert engine.prefix_cache()["hits"] == 0 and engine.prefix_cache()["enabled"] is True
+
+    # a wrapped generate that returns the ids alone (no cache): the same, with its own reason
+    class IdsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.generation_config = inner, inner.generation_config
+
+        def generate(self, **kwargs):
+            kwargs.pop("return_dict_in_generate", None)
+            return self.inner.generate(**kwargs)
+
+    plain = TransformersGeneration(model, tokenizer, batch_size=1).complete(ids + ids, max_new_tokens=6)
+    engine = TransformersGeneration(IdsOnly(model), tokenizer, batch_size=1, prefix_caching=True)
+    with pytest.warns(UserWarning, match="this model's generate returned no cache: generating without reuse"):
+        reused = engine.complete(ids + ids, max_new_tokens=6)
+    assert [r[0].text for r in reused] == [r[0].text for r in plain] and engine.prefix_cache()["hits"] == 0

@@ -144,8 +144,9 @@ class PrefixCache:
         if not _reusable(cache):
             if self.supported is None:
                 kinds = sorted({type(layer).__name__ for layer in getattr(cache, "layers", [])})
-                warnings.warn(f"prefix reuse needs full-attention DynamicLayer caches; this model's generate built a "
-                              f"{type(cache).__name__} ({', '.join(kinds)}): generating without reuse", stacklevel=3)
+                built = "returned no cache" if cache is None else f"built a {type(cache).__name__} ({', '.join(kinds)})"
+                warnings.warn(f"prefix reuse needs full-attention DynamicLayer caches; this model's generate {built}: "
+                              "generating without reuse", stacklevel=3)
             self.supported = False
             self.kept = []
             return

@@ -226,11 +226,12 @@ class TransformersGeneration:
             pad_token_id=pad_id,
             **kwargs,
         )
-        sequences = out.sequences if reuse else out
+        # a wrapped or replaced `generate` may return the ids alone: then there is no cache to keep (keep() says so)
+        sequences = out.sequences if reuse and hasattr(out, "sequences") else out
         completions = sequences[:, width:].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
         if reuse:
             lengths = [completion_length(c, stop_ids) for c in completions]
-            self._prefix.keep(batch, width, out.past_key_values, completions, lengths, sources)
+            self._prefix.keep(batch, width, getattr(out, "past_key_values", None), completions, lengths, sources)
             del out
         latency = (time.perf_counter() - started) / len(batch)
         rows = []
