@@ -443,3 +443,31 @@ def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert 0 < step["completion_tokens"] <= 4 and step["prompt_tokens"] > 500 and isinstance(step["raw_output"], str)
     results = (out / "bfcl_result").rglob("BFCL_v4_multi_turn_base_result.json")
     assert [len(p.read_text().splitlines()) for p in results] == [2]
+
+    # prefix reuse (on by default): counted over every step's prompt, the same record as vLLM's
+    counts = report["transformers"]["prefix_cache"]
+    steps = [s for p in (out / "entries" / "multi_turn_base").glob("*.json")
+             for t in json.loads(p.read_text())["turns"] for s in t["steps"]]
+    assert counts["multi_turn"]["queries"] == counts["queries"] == sum(s["prompt_tokens"] for s in steps)
+    assert counts["enabled"] is True and 0 < counts["hits"] < counts["queries"]
+    assert set(counts) == {"enabled", "queries", "hits", "hit_rate", "multi_turn"}
+
+
+@pytest.mark.slow
+def test_eval_command_multi_turn_same_outputs_without_prefix_caching(tiny_model_dir, tmp_path, capsys):
+    """`--no-prefix-caching` turns the transformers backend's reuse off: every step prefilled in full, the same step
+    outputs and verdicts (2 entries in flight, their steps batched)."""
+    runs = {}
+    for flag in ([], ["--no-prefix-caching"]):
+        out = tmp_path / ("off" if flag else "on")
+        argv = ["eval", "--model", str(tiny_model_dir), "--categories", "multi_turn_base", "--limit", "2",
+                "--max-new-tokens", "8", "--output-dir", str(out), "--no-progress", "--chat-template", "qwen3_training"]
+        assert _run_cli(argv + flag) == 0
+        entries = [json.loads(p.read_text()) for p in sorted((out / "entries" / "multi_turn_base").glob("*.json"))]
+        runs[bool(flag)] = ([(e["valid"], [s["raw_output"] for t in e["turns"] for s in t["steps"]]) for e in entries],
+                            json.loads((out / "results.json").read_text())["transformers"]["prefix_cache"])
+    (outputs_on, on), (outputs_off, off) = runs[False], runs[True]
+    assert outputs_on == outputs_off and sum(len(steps) for _, steps in outputs_on) > 2
+    assert off["enabled"] is False and off["hits"] == 0 and off["queries"] == on["queries"]
+    assert on["hits"] > on["queries"] / 2
+    assert "transformers prefix cache (off), multi-turn: 0/" in capsys.readouterr().err

@@ -59,8 +59,10 @@ class EvalCommand(Command):
         )
         p.add_argument(
             "--no-prefix-caching", action="store_true",
-            help="vLLM backend: turn vLLM's prefix caching off (on by default: a multi-turn step re-reads its "
-            "conversation so far; results.json records vLLM's hit counters)",
+            help="turn prefix caching off, both backends (on by default: a multi-turn step re-reads its conversation "
+            "so far). vLLM: its prefix caching; transformers: each conversation's KV cache kept from one step to the "
+            "next, so only new tokens are prefilled (the same greedy texts wherever compared). results.json records "
+            "the hit counters (<backend>.prefix_cache)",
         )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_cot_arguments(p)  # the markers the model was trained with: BFCL answers and held-out records read with them

@@ -95,9 +95,13 @@ def evaluate_bfcl(
     it finishes, and a run started again on the same weights (checked by a fingerprint of every tensor) replays the
     recorded batches and generates only the rest; scoring (and multi-turn tool execution) reruns in full. Generation
     timings (`generation_seconds`, latencies) count a replayed batch at the time it took when generated.
-    `prefix_caching` (vLLM backend) turns on vLLM's prefix caching; the report's `vllm.prefix_cache` holds vLLM's own
-    hit counters (tokens), overall and per category. `cot`: the CoT markers the model was trained with (its
-    `cot_start`/`cot_end`); an output's CoT is split off as training reads it before the rest is scored.
+    `prefix_caching` (both backends) reuses the KV of prompt prefixes already computed: vLLM's prefix caching, and on
+    the transformers backend each conversation's KV cache kept from one multi-turn step to the next
+    (`TransformersGeneration(prefix_caching=True)`: same batches, only new tokens prefilled). The
+    report's `<backend>.prefix_cache` (`vllm.prefix_cache` / `transformers.prefix_cache`) holds the counters in prompt
+    tokens, `queries` and `hits` (vLLM's own for vLLM), overall and per part (single-turn, multi-turn). `cot`: the CoT
+    markers the model was trained with (its `cot_start`/`cot_end`); an output's CoT is split off as training reads it
+    before the rest is scored.
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
@@ -123,7 +127,8 @@ def evaluate_bfcl(
         journal = GenerationJournal(output_dir / JOURNAL_FILE, weights_fingerprint(model))
     engine: CompletionBackend
     if backend == "transformers":
-        engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal)
+        engine = TransformersGeneration(model, tokenizer, batch_size=batch_size, sort_by_length=True, journal=journal,
+                                        prefix_caching=prefix_caching)
     else:
         # built before any BFCL data is read: an engine that cannot start stops the run with vLLM's own reason
         engine = _offline_vllm(model_spec, tokenizer, dtype, prefix_caching=prefix_caching)
@@ -132,12 +137,12 @@ def evaluate_bfcl(
     result_dir = output_dir / "bfcl_result"
     if single:
         engine.progress = "BFCL single-turn" if progress else None  # one bar over all single-turn samples
-        with _prefix_cache_delta(engine, "single_turn"):
+        with _prefix_cache_delta(engine, backend, "single_turn"):
             rows += _single_turn(single, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens,
                                  prompt_style, cot)
     if multi:
         engine.progress = None  # one round of steps at a time: the bar counts entries instead
-        with _prefix_cache_delta(engine, "multi_turn"):
+        with _prefix_cache_delta(engine, backend, "multi_turn"):
             rows += _multi_turn(multi, engine, tokenizer, output_dir, result_dir, limit, max_new_tokens, progress,
                                 batch_size, cot)
     # model time only: single-turn generation wall time plus every multi-turn step's generation time
@@ -162,7 +167,7 @@ def evaluate_bfcl(
     if journal is not None:
         out["journal"] = journal.summary()
     if hasattr(engine, "prefix_cache"):
-        out["vllm"] = {"prefix_cache": {**engine.prefix_cache(), **getattr(engine, "prefix_cache_parts", {})}}
+        out[backend] = {"prefix_cache": {**engine.prefix_cache(), **getattr(engine, "prefix_cache_parts", {})}}
     if check_with_bfcl:
         from .multi_turn import fresh_environments
 
@@ -178,8 +183,8 @@ def evaluate_bfcl(
 
 
 @contextlib.contextmanager
-def _prefix_cache_delta(engine: CompletionBackend, part: str):
-    """vLLM's prefix-cache hits of the block (single- or multi-turn), logged and kept on the engine for the report."""
+def _prefix_cache_delta(engine: CompletionBackend, backend: str, part: str):
+    """The prefix-cache hits of the block (single- or multi-turn), logged and kept on the engine for the report."""
     if not hasattr(engine, "prefix_cache"):
         yield
         return
@@ -191,7 +196,8 @@ def _prefix_cache_delta(engine: CompletionBackend, part: str):
     engine.prefix_cache_parts = {**getattr(engine, "prefix_cache_parts", {}), part: delta}
     rate = "n/a" if delta["hit_rate"] is None else f"{delta['hit_rate']:.1%}"
     state = "on" if after["enabled"] else "off"
-    print(f"vLLM prefix cache ({state}), {part.replace('_', '-')}: {hits}/{queries} prompt tokens hit ({rate})",
+    name = "vLLM" if backend == "vllm" else backend
+    print(f"{name} prefix cache ({state}), {part.replace('_', '-')}: {hits}/{queries} prompt tokens hit ({rate})",
           file=sys.stderr)
 
 

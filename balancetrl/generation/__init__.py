@@ -6,6 +6,8 @@ TRL keeps ``trl/generation/`` for all its trainers.
 - ``prompts``: a conversation and its tools rendered up to an open assistant turn with the training chat template.
 - ``transformers_backend.TransformersGeneration``: batched ``model.generate`` (greedy or seeded sampling, sharded
   across ranks, progress bar on the main process).
+- ``prefix_cache``: ``PrefixCache``, the transformers backend's prefix reuse (each conversation's KV cache kept across
+  its multi-turn steps), counted as vLLM counts its prefix caching.
 - ``vllm_backend``: ``VLLMBackend`` over TRL's ``VLLMGeneration`` (training-time, weight sync) and ``OfflineVLLM``
   (scoring a saved model).
 - ``decoding``: stop tokens and ids → text.

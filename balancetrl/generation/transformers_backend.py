@@ -20,6 +20,7 @@ from .base import (
 )
 from .decoding import completion_length, decode_completion, stop_token_ids
 from .journal import GenerationJournal, decoding_context
+from .prefix_cache import PrefixCache
 from .prompts import render_prompts
 
 
@@ -37,6 +38,15 @@ class TransformersGeneration:
     which prompts share a batch, hence sampled texts, so HDR keeps input order. ``journal`` (a
     ``GenerationJournal``, greedy and one process only) replays the batches it holds and records each new one as it
     finishes: a killed run resumes at the batch it was in.
+
+    ``prefix_caching`` keeps each row's KV cache (prompt + completion) after a batch and reuses the longest common
+    token prefix for the prompts of later batches (``prefix_cache.py``): a multi-turn step then prefills only what its
+    conversation gained since the step before. Batches are formed as without it; greedy texts were the same wherever
+    compared (reused KV comes from a forward of another shape, so it may differ in the last bits, as another batch
+    size may). It keeps up to ``prefix_cache_size`` sequences (default ``batch_size``: one per conversation in flight) in device memory,
+    and only for one completion per prompt (greedy, or ``num_generations=1``). Off by default: the kept KV belongs to
+    the weights that computed it (call ``clear_prefix_cache()`` after changing them). ``prefix_cache()`` gives the
+    counts (prompt tokens), shaped as ``OfflineVLLM.prefix_cache()``: ``queries``, ``hits``, ``hit_rate``.
     """
 
     def __init__(
@@ -52,6 +62,8 @@ class TransformersGeneration:
         progress: str | None = None,
         sort_by_length: bool = False,
         journal: GenerationJournal | None = None,
+        prefix_caching: bool = False,
+        prefix_cache_size: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -68,6 +80,16 @@ class TransformersGeneration:
         self.progress = progress
         self.sort_by_length = sort_by_length
         self.journal = journal
+        self._prefix = PrefixCache(prefix_cache_size or batch_size, enabled=prefix_caching)
+
+    def prefix_cache(self) -> dict:
+        """Prefix reuse so far: ``{"enabled", "queries", "hits", "hit_rate"}``, in prompt tokens (``queries``: those
+        of every batch generated, a journal replay excluded; ``hits``: those whose KV was reused, not computed)."""
+        return self._prefix.counts()
+
+    def clear_prefix_cache(self) -> None:
+        """Drop the kept KV caches (needed after the weights change)."""
+        self._prefix.clear()
 
     def _unwrapped(self):
         if self.accelerator is None:
@@ -188,7 +210,13 @@ class TransformersGeneration:
         kwargs = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if sampling:
             kwargs = {"do_sample": True, "temperature": temperature, "top_p": self.top_p, "top_k": self.top_k}
+        reuse = self._prefix.active and per_prompt == 1
         started = time.perf_counter()
+        if reuse:
+            past, sources = self._prefix.past(batch)
+            kwargs.update(past_key_values=past, return_dict_in_generate=True)
+        else:
+            self._prefix.count(batch)
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -198,8 +226,14 @@ class TransformersGeneration:
             pad_token_id=pad_id,
             **kwargs,
         )
+        # a wrapped or replaced `generate` may return the ids alone: then there is no cache to keep (keep() says so)
+        sequences = out.sequences if reuse and hasattr(out, "sequences") else out
+        completions = sequences[:, width:].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
+        if reuse:
+            lengths = [completion_length(c, stop_ids) for c in completions]
+            self._prefix.keep(batch, width, getattr(out, "past_key_values", None), completions, lengths, sources)
+            del out
         latency = (time.perf_counter() - started) / len(batch)
-        completions = out[:, width:].tolist()  # rows are prompt-major: p0s0, p0s1, ..., p1s0, ...
         rows = []
         for row, ids in enumerate(batch):
             samples = [
