@@ -10,7 +10,7 @@ install: $(STAMP)
 
 # The tested set: every install below is constrained by constraints.txt (exact versions; see its header).
 # torch first, from the CPU wheel on disk: anything that depends on torch would otherwise pull the CUDA build.
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
@@ -36,7 +36,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 install-vllm: $(VLLM_STAMP)
 
-$(VLLM_STAMP): setup.cfg pyproject.toml constraints-vllm.txt
+$(VLLM_STAMP): setup.cfg setup.py pyproject.toml constraints-vllm.txt
 	python3 -m venv $(VLLM_VENV)
 	$(VPIP) install -q --upgrade pip
 	$(VPIP) install -q -c constraints-vllm.txt torch

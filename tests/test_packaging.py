@@ -46,6 +46,33 @@ def test_an_unknown_accelerate_config_name_lists_ours_and_trls():
     assert "TRL's are fsdp1, fsdp2, multi_gpu, single_gpu, zero1, zero2, zero3" in str(e.value)
 
 
+def test_recipes_ship_as_balancetrl_recipes_and_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
+    from balancetrl.scripts.packaged import package_data_path, recipe_names
+    from balancetrl.scripts.recipe import RecipeError, resolve_config
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["options.package_data"]["balancetrl.recipes"].strip() == "*/*.yaml"
+    in_repo = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "recipes").glob("*/*.yaml"))
+    assert recipe_names() == in_repo and "smollm2-135m/balance_sft_cpu" in in_repo
+
+    monkeypatch.chdir(tmp_path)  # outside the tree: the repository's paths no longer exist from here
+    demo = (ROOT / "recipes" / "smollm2-135m" / "balance_sft_cpu.yaml").read_text()
+    for name in ("smollm2-135m/balance_sft_cpu", "smollm2-135m/balance_sft_cpu.yaml",
+                 "recipes/smollm2-135m/balance_sft_cpu.yaml"):
+        assert Path(resolve_config(name)).read_text() == demo, name
+    assert package_data_path("balancetrl/data/demo/train.jsonl") == str(ROOT / "balancetrl/data/demo/train.jsonl")
+    assert package_data_path("balancetrl/nothing.jsonl") == "balancetrl/nothing.jsonl"  # left for preflight to refuse
+    assert package_data_path("data/train.jsonl") == "data/train.jsonl"  # not under balancetrl/: never redirected
+
+    Path("mine.yaml").write_text("model_name_or_path: x\n")
+    assert resolve_config("mine.yaml") == "mine.yaml"  # a file that exists wins
+    for bad in ("smollm2-135m/balance_sft_gpu", "../recipes/smollm2-135m/balance_sft_cpu", "/etc/passwd.yaml"):
+        with pytest.raises(RecipeError) as e:
+            resolve_config(bad)
+        assert "smollm2-135m/balance_sft_cpu" in str(e.value)  # the error lists the shipped names
+
+
 @pytest.mark.slow
 def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_accelerate_config(tmp_path):
     # The wheel, not the checkout: a fresh venv whose dependencies come from this one (a .pth line in its
@@ -71,6 +98,13 @@ def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_ac
     where = subprocess.run([str(python), "-c", "import balancetrl; print(balancetrl.__file__)"], capture_output=True,
                            text=True, check=True, cwd=tmp_path).stdout
     assert where.startswith(target), where  # the installed wheel, not the checkout
+    # the recipes and the demo data by the names the docs use, read from the wheel's copies
+    found = subprocess.run([str(python), "-c", "from balancetrl.scripts.recipe import resolve_config; "
+                            "from balancetrl.scripts.packaged import package_data_path; "
+                            "print(resolve_config('recipes/smollm2-135m/balance_sft_cpu.yaml')); "
+                            "print(package_data_path('balancetrl/data/demo/train.jsonl'))"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert [f.startswith(target) and Path(f).is_file() for f in found] == [True, True], found
 
     model, data = save_tiny_run_inputs(tmp_path, repeat=2)
     (tmp_path / "recipe.yaml").write_text(f"""

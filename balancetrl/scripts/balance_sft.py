@@ -29,7 +29,9 @@ class BalanceSFTScriptArguments:
         dataset_path (`str`):
             Training data: a `.jsonl`/`.json`/`.parquet` file or a `save_to_disk` folder, in any format
             `balancetrl check` reads (see docs/data.md). Set exactly one of `dataset_path`, `dataset_name` and the
-            `datasets:` mixture (TRL's `DatasetMixtureConfig`).
+            `datasets:` mixture (TRL's `DatasetMixtureConfig`). A relative path under `balancetrl/` that does not
+            exist from the current directory is read from the installed package: `balancetrl/data/demo/train.jsonl`,
+            the demo set, works from the repository root and from a wheel installed anywhere.
         dataset_name (`str`, *optional*):
             TRL's key: a Hub dataset id or a local dataset folder, loaded with `datasets.load_dataset` (a
             `save_to_disk` folder with `load_from_disk`, a local data file as its `train` split). Its rows are
@@ -57,7 +59,8 @@ class BalanceSFTScriptArguments:
             calls' name / argument keys (`balancetrl.data.mapping.RowMapping`, docs/data.md). Read when the recipe
             is parsed, so an unknown key fails before anything loads. Leave `dataset_format` at `auto`.
         eval_dataset_path (`str`, *optional*):
-            Evaluation data (same formats); only records passing both checks are used. Needs `eval_strategy`.
+            Evaluation data (same formats, and the same `balancetrl/` rule as `dataset_path`); only records passing
+            both checks are used. Needs `eval_strategy`.
         run_check (`bool`, *optional*, defaults to `True`):
             Split the data with the Base Quality Check and the Answer Check into base / hard / rejected
             (`output_dir/data/*.jsonl`). `False`: every parseable record is base, there is no hard set.
@@ -110,6 +113,11 @@ class BalanceSFTScriptArguments:
         # argparse checks `choices` for flags only; a recipe's values arrive as defaults and are checked here
         from balancetrl.data.formats import FORMATS
         from balancetrl.models import CHAT_TEMPLATES
+        from balancetrl.scripts.packaged import package_data_path
+
+        # the shipped demo data by its repository path, from a wheel too (a path that exists here wins)
+        self.dataset_path = package_data_path(self.dataset_path)
+        self.eval_dataset_path = package_data_path(self.eval_dataset_path)
 
         if self.chat_template not in CHAT_TEMPLATES:
             raise ValueError(f"chat_template must be one of {', '.join(CHAT_TEMPLATES)}, got {self.chat_template!r} "

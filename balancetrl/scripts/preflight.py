@@ -18,8 +18,12 @@ def check_dataset_path(path: str | None, key: str) -> None:
     if path is None:
         raise PreflightError(f"`{key}` is not set: give a .jsonl/.json/.parquet file or a save_to_disk folder")
     if not Path(path).exists():
+        # dataset_path / eval_dataset_path under balancetrl/ were also looked for in the installed package (packaged.py)
+        packaged = (", and a path under balancetrl/ from the installed package"
+                    if key in ("dataset_path", "eval_dataset_path") and Path(path).parts[:1] == ("balancetrl",) else "")
         raise PreflightError(
-            f"`{key}`: {path} does not exist (relative paths are read from the current directory, {os.getcwd()})"
+            f"`{key}`: {path} does not exist (relative paths are read from the current directory, {os.getcwd()}"
+            f"{packaged})"
         )
 
 

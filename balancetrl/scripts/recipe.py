@@ -5,12 +5,15 @@
 2. Unknown keys are errors that name the key. TRL hands config keys it does not know to `accelerate launch` (so a
    recipe may carry `num_processes: 2`); anything accelerate does not know either is a typo, and a typo that
    silently trains with a default is the worst kind of bug.
+3. `--config` takes a file or the name of a shipped recipe (`smollm2-135m/balance_sft_cpu`), so the recipes work
+   from an installed wheel (`resolve_config`, `balancetrl.scripts.packaged`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+from pathlib import Path
 
 import yaml
 from trl import TrlParser
@@ -92,8 +95,8 @@ class RecipeParser(TrlParser):
         if "--config" in args:
             i = args.index("--config")
             if i + 1 >= len(args):
-                raise RecipeError("--config needs a path to a recipe YAML file")
-            self._config_path = args[i + 1]
+                raise RecipeError("--config needs a path to a recipe YAML file or a shipped recipe's name")
+            args[i + 1] = self._config_path = resolve_config(args[i + 1])
         args, hdr_overrides = _pop_hdr_flags(args)
         try:
             *outputs, config_rest, cli_rest = self.parse_args_and_config(
@@ -114,6 +117,23 @@ class RecipeParser(TrlParser):
                     raise RecipeError(f"unknown key '{key}' in {where}{_suggest(key, known)}")
         hdr = build_hdr_config(self._hdr_section, hdr_overrides, source=self._config_path)
         return (*outputs, hdr, config_rest, cli_rest)
+
+
+def resolve_config(config: str) -> str:
+    """`--config PATH|NAME` -> the recipe file: the path when it exists, else the shipped recipe of that name
+    (`smollm2-135m/balance_sft_cpu`, `.yaml` and a leading `recipes/` optional: `balancetrl.scripts.packaged`).
+    Anything else is an error that lists the shipped names."""
+    from .packaged import find_recipe, recipe_names
+
+    if Path(config).exists():
+        return config
+    found = find_recipe(config)
+    if found is None:
+        names = recipe_names()
+        raise RecipeError(f"recipe {config!r} is neither a file nor a shipped recipe name"
+                          f"{_suggest(config.removesuffix('.yaml').removeprefix('recipes/'), names)}; shipped recipes: "
+                          f"{', '.join(names) or 'none found'}")
+    return found
 
 
 def _check_mixture(entries) -> None:
