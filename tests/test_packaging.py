@@ -1,6 +1,9 @@
-"""What the wheel ships: `package_data` names every template the code loads and only files that exist."""
+"""What the wheel ships: every data file the code loads (templates, demo data, accelerate configs, recipes), read from
+a wheel built from this tree, and the names that find them."""
 
-import configparser
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -8,27 +11,36 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _package_data() -> list[str]:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    return [p.strip() for p in cfg["options.package_data"]["balancetrl"].split(",")]
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory) -> set[str]:
+    # the wheel itself, not setup.cfg read by hand: setuptools' own reading of package_data is what ships (a comma
+    # list across lines was once read as one name and shipped neither the templates nor the demo data)
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(ROOT)], check=True, timeout=300, capture_output=True)
+    with zipfile.ZipFile(next(dist.glob("balancetrl-*.whl"))) as whl:
+        return set(whl.namelist())
 
 
-def test_package_data_names_existing_files_and_every_template():
-    listed = _package_data()
-    assert [p for p in listed if not list((ROOT / "balancetrl").glob(p))] == []  # a pattern matches some file
-    templates = sorted(f"templates/{p.name}" for p in (ROOT / "balancetrl" / "templates").iterdir())
-    assert templates and [t for t in templates if t not in listed] == []
+def test_the_wheel_ships_every_data_file_the_code_loads_and_nothing_of_tests_or_benchmarks(wheel_names):
+    def shipped(folder, pattern):
+        return sorted(str(p.relative_to(ROOT / folder)) for p in (ROOT / folder).glob(pattern))
+
+    wanted = ([f"balancetrl/templates/{n}" for n in shipped("balancetrl/templates", "*")]
+              + [f"balancetrl/accelerate_configs/{n}" for n in shipped("balancetrl/accelerate_configs", "*.yaml")]
+              + [f"balancetrl/recipes/{n}" for n in shipped("recipes", "*/*.yaml")]
+              + ["balancetrl/data/demo/train.jsonl", "balancetrl/data/demo/eval.jsonl"])
+    assert len(wanted) > 20 and sorted(set(wanted) - wheel_names) == []
+    assert not any(n.endswith(".labels.jsonl") for n in wheel_names)  # the demo's truth files are for the tests
+    assert not any(n.startswith(("tests/", "benchmarks/", "recipes/")) for n in wheel_names)
 
 
-def test_accelerate_configs_ship_in_the_package_and_are_found_by_name():
+def test_accelerate_configs_ship_in_the_package_and_are_found_by_name(wheel_names):
     from importlib.resources import files
 
     from balancetrl.cli import resolve_accelerate_config
 
-    listed = _package_data()
-    shipped = sorted(p.name for p in (ROOT / "balancetrl" / "accelerate_configs").glob("*.yaml"))
-    assert "accelerate_configs/*.yaml" in listed and {"zero3_cpu.yaml", "multi_cpu.yaml", "fsdp2.yaml"} <= set(shipped)
+    assert {f"balancetrl/accelerate_configs/{n}.yaml" for n in ("zero3_cpu", "multi_cpu", "fsdp2")} <= wheel_names
     ours = resolve_accelerate_config(["--accelerate_config", "zero3", "--num_processes", "2"])
     assert ours == ["--config_file", str(files("balancetrl.accelerate_configs") / "zero3.yaml"), "--num_processes", "2"]
     trls = resolve_accelerate_config(["--accelerate_config", "zero1"])  # not ours: TRL's of that name
@@ -50,9 +62,6 @@ def test_recipes_ship_as_balancetrl_recipes_and_are_found_by_name_from_anywhere(
     from balancetrl.scripts.packaged import package_data_path, recipe_names
     from balancetrl.scripts.recipe import RecipeError, resolve_config
 
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    assert cfg["options.package_data"]["balancetrl.recipes"].strip() == "*/*.yaml"
     in_repo = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "recipes").glob("*/*.yaml"))
     assert recipe_names() == in_repo and "smollm2-135m/balance_sft_cpu" in in_repo
 
@@ -80,8 +89,6 @@ def test_the_wheel_installed_outside_the_source_tree_launches_with_a_packaged_ac
     import json
     import os
     import site
-    import subprocess
-    import sys
 
     from conftest import save_tiny_run_inputs
 
