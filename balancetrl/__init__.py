@@ -10,10 +10,10 @@ __version__ = "0.1.0"
 
 # Lazy (PEP 562): `balancetrl check` and the data tools should not pay for importing trl/transformers.
 _EXPORTS = {
-    "BalanceSFTConfig": ".config",
-    "BalanceSFTTrainer": ".trainer",
+    "BalanceSFTConfig": ".trainer.balance_sft_config",
+    "BalanceSFTTrainer": ".trainer.balance_sft_trainer",
     "HDRCallback": ".hdr.callback",
-    "HDRConfig": ".hdr.config",
+    "HDRConfig": ".hdr.hdr_config",
 }
 __all__ = list(_EXPORTS)
 

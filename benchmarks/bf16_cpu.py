@@ -92,7 +92,7 @@ def main() -> None:
             lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
             train[kind] += json.loads(lines[-1])[1:]  # the first step pays for allocations: left out
     dec = decode(opts)
-    from balancetrl.cpu import cpu_bf16_flags
+    from balancetrl.runtime.cpu import cpu_bf16_flags
     from benchmarks.common import machine
 
     res = {

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from balancetrl.cpu import cpu_bf16_flags, read_cpuinfo
+from balancetrl.runtime.cpu import cpu_bf16_flags, read_cpuinfo
 
 
 def command_line(module: str, argv: list[str] | None = None) -> str:

@@ -109,7 +109,7 @@ def child(arm: str, opts) -> dict:
     import trl
 
     from balancetrl.scripts import balance_sft
-    from balancetrl.trainer import BalanceSFTTrainer
+    from balancetrl.trainer.balance_sft_trainer import BalanceSFTTrainer
 
     torch.set_num_threads(opts.threads)
     seen = {"rss_after_imports_kib": status_kib("VmRSS")}

@@ -161,9 +161,9 @@ def render_recipe_keys() -> str:
     import trl
     from trl import DatasetMixtureConfig, ModelConfig
 
-    from balancetrl.config import BalanceSFTConfig
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments
+    from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
     out = [HEADER.format(source="the dataclasses' docstrings"), "# Recipe keys", "",
            "A recipe is flat YAML (plus an `hdr:` section); every key is also a flag of `balancetrl balance-sft` "
@@ -173,9 +173,9 @@ def render_recipe_keys() -> str:
     for title, cls, where, prefix, intro in (
         ("Data", BalanceSFTScriptArguments, "balancetrl/scripts/balance_sft.py", "",
          "The data a run trains on and how it is checked; the formats are in [Data](../data.md)."),
-        ("SSB", BalanceSFTConfig, "balancetrl/config.py", "",
+        ("SSB", BalanceSFTConfig, "balancetrl/trainer/balance_sft_config.py", "",
          "Fields `BalanceSFTConfig` declares on top of TRL's `SFTConfig` (see [SSB](../ssb.md))."),
-        ("HDR (`hdr:` section)", HDRConfig, "balancetrl/hdr/config.py", "hdr.",
+        ("HDR (`hdr:` section)", HDRConfig, "balancetrl/hdr/hdr_config.py", "hdr.",
          "Keys of the recipe's `hdr:` section; on the command line `--hdr.key value` (see [HDR](../hdr.md)). "
          "HDR needs `max_steps` unset and `packing: false`."),
     ):
@@ -238,16 +238,16 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def render_cli() -> str:
     from balancetrl.cli import build_parser, extra_commands
-    from balancetrl.config import BalanceSFTConfig
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, make_parser
+    from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
     commands = extra_commands()
     parsers = _subparsers(build_parser(commands))
     out = [HEADER.format(source="the CLI's argparse parsers"), "# CLI reference", "",
            "`balancetrl` is TRL's CLI with these commands added; every TRL command (`sft`, `dpo`, `grpo`, `env`, "
            "`vllm-serve`, ...) is TRL's own, unchanged. The commands parse flags and call the library "
-           "(`balancetrl.data.split`, `balancetrl.data.stats`, `balancetrl.eval`, `balancetrl.push`); nothing in the "
+           "(`balancetrl.data.split`, `balancetrl.data.token_stats`, `balancetrl.eval`, `balancetrl.artifacts.hub_push`); nothing in the "
            "library imports the CLI.", ""]
     for command in commands:
         out += [f"## `balancetrl {command.name}`", "", command.help_text.rstrip(".") + ".", ""]

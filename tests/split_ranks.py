@@ -41,8 +41,8 @@ def main():
 def restore_hdr_rounds(rank: int, base: Path) -> None:
     from types import SimpleNamespace
 
-    from balancetrl.distributed import on_main_process
     from balancetrl.hdr.state import HDRState
+    from balancetrl.runtime.distributed import on_main_process
 
     state = HDRState("run")  # the same relative output_dir on every node
     if rank == 0:  # the rounds a killed job finished, on node 0's disk only

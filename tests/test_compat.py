@@ -1,4 +1,4 @@
-"""The private transformers/TRL surface (balancetrl/compat.py): a changed signature fails, naming the method."""
+"""The private transformers/TRL surface (balancetrl/runtime/compat.py): a changed signature fails, naming the method."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import trl
 from packaging.requirements import Requirement
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
-from balancetrl.compat import PRIVATE_API, TESTED_VERSIONS, IncompatibleVersionError, check_private_api
 from balancetrl.hdr.epochs import HDRTrainerMixin
+from balancetrl.runtime.compat import PRIVATE_API, TESTED_VERSIONS, IncompatibleVersionError, check_private_api
 
 
 def test_installed_versions_pass():

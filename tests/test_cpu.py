@@ -3,7 +3,7 @@
 import logging
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
-from balancetrl.cpu import cpu_bf16_flags, warn_if_bf16_is_emulated
+from balancetrl.runtime.cpu import cpu_bf16_flags, warn_if_bf16_is_emulated
 from conftest import as_dataset, build_tiny_model
 
 # /proc/cpuinfo flag lines, cut down, of the two CPUs the project's measurements ran on and an Arm server
@@ -21,7 +21,7 @@ def test_bf16_flags_are_read_per_cpu_and_unknown_off_x86():
 
 
 def test_the_warning_names_the_fix_only_where_bf16_is_emulated(caplog):
-    with caplog.at_level(logging.WARNING, logger="balancetrl.cpu"):
+    with caplog.at_level(logging.WARNING, logger="balancetrl.runtime.cpu"):
         message = warn_if_bf16_is_emulated(True, "cpu", EPYC)
     assert "amx_bf16" in message and "`bf16: false`" in message and "--bf16 false" in message
     assert [r.getMessage() for r in caplog.records] == [message]
@@ -31,14 +31,14 @@ def test_the_warning_names_the_fix_only_where_bf16_is_emulated(caplog):
 
 def test_the_trainer_warns_at_construction_with_sftconfigs_default_bf16(tokenizer, conversations, tmp_path,
                                                                          monkeypatch, caplog):
-    monkeypatch.setattr("balancetrl.cpu.cpu_bf16_flags", lambda cpuinfo=None: [])  # the same on any CI machine
+    monkeypatch.setattr("balancetrl.runtime.cpu.cpu_bf16_flags", lambda cpuinfo=None: [])  # the same on any CI machine
     built = []
     for bf16 in (None, False):  # None: SFTConfig's default, which is True
         extra = {} if bf16 is None else {"bf16": bf16}
         args = BalanceSFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no", **extra)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="balancetrl.cpu"):
+        with caplog.at_level(logging.WARNING, logger="balancetrl.runtime.cpu"):
             BalanceSFTTrainer(model=build_tiny_model(tokenizer), args=args, train_dataset=as_dataset(conversations),
                               processing_class=tokenizer)
         built.append((args.bf16, [r.name for r in caplog.records]))
-    assert built == [(True, ["balancetrl.cpu"]), (False, [])]
+    assert built == [(True, ["balancetrl.runtime.cpu"]), (False, [])]

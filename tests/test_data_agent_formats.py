@@ -127,7 +127,7 @@ def test_auto_reads_each_row_as_the_family_member_it_is():
 
 
 def test_cot_and_call_tokens_split_as_for_the_messages_rows(word_tokenizer):
-    from balancetrl.data.stats import token_stats, turn_texts
+    from balancetrl.data.token_stats import token_stats, turn_texts
 
     for name, prefix in (("ms_swift", "sw-"), ("llamafactory_v1", "v1-")):
         records, _ = _records(DATA / f"{name}.jsonl")

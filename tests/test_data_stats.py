@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from balancetrl.commands.stats import StatsCommand
-from balancetrl.data.stats import format_table, summarize, token_stats, turn_texts
+from balancetrl.data.token_stats import format_table, summarize, token_stats, turn_texts
 
 DATA = Path(__file__).parent / "data"
 

@@ -84,9 +84,9 @@ def test_docstring_parser_reads_shared_entries_and_sections():
 
 
 def _recipe_classes():
-    from balancetrl.config import BalanceSFTConfig
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments
+    from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
     return BalanceSFTScriptArguments, BalanceSFTConfig, HDRConfig
 
@@ -163,7 +163,7 @@ def test_every_results_file_is_on_the_results_page():
 
 
 def test_the_bf16_warning_quotes_the_measured_figure():
-    from balancetrl.cpu import warn_if_bf16_is_emulated
+    from balancetrl.runtime.cpu import warn_if_bf16_is_emulated
 
     data = json.loads((RESULTS / "bf16_cpu_avx2.json").read_text(encoding="utf-8"))
     ratio = data["train_step_seconds_median"]["bf16"] / data["train_step_seconds_median"]["fp32"]

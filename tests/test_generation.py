@@ -376,7 +376,7 @@ def test_vllm_missing_extra_gives_install_hint(monkeypatch, tokenizer, model):
 
 
 def test_unknown_backend_name():
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
 
     # where a run names its backend: HDR's regeneration (evaluation's --backend is a CLI choice)
     with pytest.raises(ValueError, match="'transformers' or 'vllm'"):
@@ -665,7 +665,7 @@ if __name__ == "__main__":  # entry point of the torchrun workers above
 
 
 def test_hdr_config_maps_to_vllm_settings_in_both_modes():
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
 
     server = gen.VLLMSettings.from_args(HDRConfig(vllm_mode="server", vllm_server_port=8123))
     assert (server.mode, server.server_port, server.enable_sleep_mode) == ("server", 8123, None)

@@ -5,7 +5,7 @@ import torch
 from accelerate.parallelism_config import ParallelismConfig
 from trl import SFTTrainer
 
-import balancetrl.trainer as trainer_module
+import balancetrl.trainer.balance_sft_trainer as trainer_module
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
 from conftest import as_dataset, build_tiny_model
 

@@ -273,7 +273,7 @@ HUB_TOKEN = "hf_testTOKENthatMustNotBeWritten123"
 def clean_run(tmp_path_factory):
     """`balance_sft.main` in-process on data whose every record passes both checks (zero hard rows), with an
     `hdr:` section and a `hub_token` as a recipe would give them."""
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
     from balancetrl.scripts.balance_sft import main, make_parser
     from conftest import build_tiny_model, build_tokenizer, make_conversations
 
@@ -390,9 +390,9 @@ def test_bad_setting_is_refused_by_the_parser(tmp_path, extra, message):
 
 
 def test_bad_settings_are_refused_by_the_python_api():
-    from balancetrl.config import BalanceSFTConfig
-    from balancetrl.hdr.config import HDRConfig
+    from balancetrl.hdr.hdr_config import HDRConfig
     from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments
+    from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
     common = dict(output_dir="o", use_cpu=True, report_to="none")
     for kwargs, message in [({"learning_rate": math.nan}, "learning_rate"),

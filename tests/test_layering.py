@@ -70,3 +70,42 @@ def test_the_walk_sees_relative_and_lazy_imports(tmp_path):
         assert _is_cli("balancetrl.commands.check") and _is_cli("balancetrl.cli") and not _is_cli("balancetrl.client")
     finally:
         probe.unlink()
+
+
+def _group(module: str) -> str | None:
+    """The part of the library a module belongs to: a subpackage (`balancetrl.hdr`), or a top-level module
+    (`balancetrl.segments`); None outside balancetrl."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "balancetrl" and len(parts) > 1 else None
+
+
+def _group_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        src = _group(_module_name(p))
+        if src is None or _within(src, CLI_MODULES + SCRIPT_MODULES + ("balancetrl.vendor",)):
+            continue
+        for _, module in _imports(p):
+            dst = _group(module)
+            # `from balancetrl import BalanceSFTTrainer` names no part: only modules and subpackages count
+            path = PACKAGE.parent / (dst or "").replace(".", "/")
+            if dst and dst != src and (path.is_dir() or path.with_suffix(".py").exists()):
+                graph.setdefault(src, set()).add(dst)
+    return graph
+
+
+def test_the_library_parts_import_each_other_one_way():
+    # the training core (trainer/) sits above HDR, HDR above generation and the run's artifacts, all of them above the
+    # runtime checks and the shared readings (cot, segments, models): no two parts import each other, at any distance
+    graph = _group_graph()
+    assert {"balancetrl.trainer", "balancetrl.hdr", "balancetrl.artifacts", "balancetrl.runtime"} <= set(graph) | {
+        d for ds in graph.values() for d in ds}
+    reach = {g: set(ds) for g, ds in graph.items()}
+    for _ in range(len(reach)):
+        for g in reach:
+            reach[g] |= {e for d in list(reach[g]) for e in reach.get(d, ())}
+    assert sorted(g for g in reach if g in reach[g]) == []  # no circles
+    assert reach.get("balancetrl.runtime", set()) <= {"balancetrl.models"}
+    assert not reach.get("balancetrl.artifacts", set()) & {"balancetrl.trainer", "balancetrl.hdr", "balancetrl.eval"}
+    assert "balancetrl.trainer" not in set().union(*(reach.get(g, set()) for g in ("balancetrl.hdr", "balancetrl.eval",
+                                                                                   "balancetrl.generation")))

@@ -165,7 +165,7 @@ def test_the_model_cards_quick_start_parses_what_the_template_writes(tmp_path):
     import subprocess
     import sys
 
-    from balancetrl.model_card import build_model_card
+    from balancetrl.artifacts.model_card import build_model_card
 
     summary = {"base_model": "m", "dataset": "d.jsonl", "chat_template": "llama3_training", "hdr": None,
                "ssb_settings": {"ssb": True}, "final_lambda": 0.7, "global_steps": 1,

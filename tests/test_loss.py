@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from balancetrl.loss import lambda_from_phi, phi_from_lambda, ssb_loss
+from balancetrl.trainer.loss import lambda_from_phi, phi_from_lambda, ssb_loss
 
 
 def _batch(seed=0):

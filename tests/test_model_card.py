@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from balancetrl.model_card import CITATION, build_model_card
+from balancetrl.artifacts.model_card import CITATION, build_model_card
 from balancetrl.scripts.balance_sft import cli
 
 ROOT = Path(__file__).resolve().parents[1]

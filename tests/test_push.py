@@ -7,9 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from balancetrl.artifacts.model_card import build_model_card
+from balancetrl.artifacts.run_summary import write_summary
 from balancetrl.cli import main
-from balancetrl.model_card import build_model_card
-from balancetrl.run_summary import write_summary
 
 SUMMARY = {
     "base_model": "Qwen/Qwen2.5-Coder-7B-Instruct", "dataset": "data/xlam.jsonl",

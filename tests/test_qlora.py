@@ -59,7 +59,7 @@ def _flags(model_dir, out, *extra):
 def _qlora_run(tmp_path_factory, model_dir, *extra):
     """`balance_sft.cli` on the tiny model folder; returns the trainer it trained (for its model) and the output."""
     pytest.importorskip("bitsandbytes", reason=NO_BNB)
-    from balancetrl.trainer import BalanceSFTTrainer
+    from balancetrl.trainer.balance_sft_trainer import BalanceSFTTrainer
 
     tmp = tmp_path_factory.mktemp("qlora")
     (tmp / "recipe.yaml").write_text(QLORA_RECIPE)

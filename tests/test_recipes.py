@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balancetrl.config import BalanceSFTConfig
-from balancetrl.hdr.config import HDRConfig
+from balancetrl.hdr.hdr_config import HDRConfig
 from balancetrl.scripts.balance_sft import BalanceSFTScriptArguments, make_parser
 from balancetrl.scripts.recipe import RecipeError
+from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*/*.yaml") if p.parent.name != "accelerate")

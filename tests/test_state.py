@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from balancetrl import BalanceSFTConfig, BalanceSFTTrainer
-from balancetrl.trainer import SSB_STATE_FILE
+from balancetrl.trainer.balance_sft_trainer import SSB_STATE_FILE
 from conftest import as_dataset, build_tiny_model
 
 

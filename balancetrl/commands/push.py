@@ -1,6 +1,6 @@
 """`balancetrl push OUTPUT_DIR --hub-model-id ID`: upload a finished balance-sft run (model + BalanceSFT card).
 
-The upload is `balancetrl.push.push_run`, which `push_to_hub: true` also calls at the end of training.
+The upload is `balancetrl.artifacts.hub_push.push_run`, which `push_to_hub: true` also calls at the end of training.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from argparse import Namespace
 
 from trl.cli.commands.base import Command, CommandContext
 
-from ..push import push_run
+from ..artifacts.hub_push import push_run
 
 
 class PushCommand(Command):

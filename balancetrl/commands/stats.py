@@ -12,7 +12,7 @@ from trl.cli.commands.base import Command, CommandContext
 from ..data.formats import FORMATS, load_records
 from ..data.io import InputError, atomic_write
 from ..data.mapping import load_mapping
-from ..data.stats import format_table, token_stats
+from ..data.token_stats import format_table, token_stats
 from .options import add_cot_arguments
 
 

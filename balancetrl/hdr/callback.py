@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from ..data.io import read_records
-from .config import HDRConfig
+from .hdr_config import HDRConfig
 from .rounds import HardSample, hard_sample, run_round
 from .schedule import EpochPlan, RoundDataset
 from .state import HDRState
@@ -130,7 +130,7 @@ class HDRCallback(TrainerCallback):
     # ---- rounds ----
 
     def _restore_finished_rounds(self) -> None:
-        from ..distributed import on_main_process
+        from ..runtime.distributed import on_main_process
 
         self.hard, self.accepted, self.summaries = list(self.initial_hard), {}, []
         # Rounds are written on the global main process (node 0). Read there and sent to every rank: another node
@@ -140,7 +140,7 @@ class HDRCallback(TrainerCallback):
             self.hard = [hard_sample(r) for r in still_hard]
 
     def _judge_once(self, items):
-        from ..distributed import on_main_process
+        from ..runtime.distributed import on_main_process
 
         def judge():
             results = self._panel.judge(items)
@@ -189,7 +189,7 @@ class HDRCallback(TrainerCallback):
                                 seed=self.seed * 1_000_003 + k * 1009 + j)
 
     def _write_summary(self) -> None:
-        from ..plots import plot_rounds
+        from ..artifacts.plots import plot_rounds
 
         summary: dict[str, Any] = {
             "rounds": self.summaries,

@@ -138,8 +138,8 @@ class BalanceSFTScriptArguments:
 def make_parser(prog: str | None = None):
     from trl import DatasetMixtureConfig, ModelConfig
 
-    from balancetrl.config import BalanceSFTConfig
     from balancetrl.scripts.recipe import RecipeParser
+    from balancetrl.trainer.balance_sft_config import BalanceSFTConfig
 
     return RecipeParser((BalanceSFTScriptArguments, BalanceSFTConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
 
@@ -189,7 +189,7 @@ def row_mapping(script_args):
 
 def split_dataset(script_args, output_dir: str, cot: tuple[str, str], mixture=None) -> tuple[list, list, dict]:
     """Base and hard records (all processes) and the check report; the main process checks and writes the files."""
-    from balancetrl.distributed import on_main_process
+    from balancetrl.runtime.distributed import on_main_process
 
     return on_main_process(_check_and_read, script_args, Path(output_dir) / "data", cot, mixture)
 
@@ -259,12 +259,12 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     from accelerate import PartialState
     from trl import get_peft_config, get_quantization_config
 
+    from balancetrl.artifacts.plots import plot_training
+    from balancetrl.artifacts.run_summary import build_summary, format_summary, write_summary
     from balancetrl.data.training import to_training_dataset
-    from balancetrl.distributed import on_main_process
-    from balancetrl.plots import plot_training
-    from balancetrl.run_summary import build_summary, format_summary, write_summary
+    from balancetrl.runtime.distributed import on_main_process
     from balancetrl.scripts import preflight
-    from balancetrl.trainer import BalanceSFTTrainer
+    from balancetrl.trainer.balance_sft_trainer import BalanceSFTTrainer
 
     # Fail in seconds, not after the model load or the cold start. Only the main process reads the data files.
     if PartialState().is_main_process:
@@ -277,11 +277,11 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
 
-    # The model (and its card) is pushed once, at the end, by balancetrl.push: the Trainer's own pushes would upload
+    # The model (and its card) is pushed once, at the end, by balancetrl.artifacts.hub_push: the Trainer's own pushes would upload
     # TRL's card without the BalanceSFT section (and every checkpoint).
     push, training_args.push_to_hub = training_args.push_to_hub, False
     # transformers pickles the whole TrainingArguments into training_args.bin (and every checkpoint): the token
-    # must not be in them. Only balancetrl.push, at the end, needs it.
+    # must not be in them. Only balancetrl.artifacts.hub_push, at the end, needs it.
     hub_token, training_args.hub_token = training_args.hub_token, None
 
     cot = (training_args.cot_start, training_args.cot_end)
@@ -338,13 +338,13 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     summary = build_summary(trainer, counts, model_args.model_name_or_path, report["input"], seconds,
                             chat_template=script_args.chat_template)
     if trainer.accelerator.is_main_process:
-        from balancetrl.model_card import write_model_card
+        from balancetrl.artifacts.model_card import write_model_card
 
         plot_training(Path(training_args.output_dir) / "training.png", trainer.state.log_history)
         write_summary(training_args.output_dir, summary)
         write_model_card(training_args.output_dir, summary, hub_model_id=training_args.hub_model_id)
         if push:
-            from balancetrl.push import push_run
+            from balancetrl.artifacts.hub_push import push_run
 
             url = push_run(training_args.output_dir, training_args.hub_model_id, token=hub_token,
                            private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)

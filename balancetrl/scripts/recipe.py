@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from trl import TrlParser
 
-from ..hdr.config import HDRConfig
+from ..hdr.hdr_config import HDRConfig
 
 
 class RecipeError(ValueError):

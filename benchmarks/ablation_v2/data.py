@@ -94,7 +94,7 @@ def supervised_alpha(records: list[dict], tokenizer, max_length: int) -> tuple[l
 
 def build_data(opts, tokenizer) -> dict:
     from balancetrl.data.checks import check_record
-    from balancetrl.data.stats import token_stats
+    from balancetrl.data.token_stats import token_stats
     from tests.fixtures.synthetic import generate_labeled
 
     split = check_file(opts.data)

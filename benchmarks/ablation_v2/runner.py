@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import benchmarks.ablation_v2 as package
-from balancetrl.cpu import cpu_bf16_flags
+from balancetrl.runtime.cpu import cpu_bf16_flags
 from benchmarks.ablation_v2.config import ARMS, MODEL, step_plan, unit_configs, unit_name
 from benchmarks.ablation_v2.data import build_data
 from benchmarks.ablation_v2.report import plots, versions, write_markdown

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .models import looks_like_hub_id
+from ..models import looks_like_hub_id
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 # Authors as printed in the paper; venue and pages of its publication in Findings of ACL 2026.
@@ -80,7 +80,7 @@ def balance_sft_section(summary: dict) -> str:
 
 def base_model(spec: str | None) -> tuple[str | None, str]:
     """(Hub id or None, Markdown naming the model) for a model spec as the recipe gave it."""
-    from .models import SMOLLM2_ALIAS, SMOLLM2_GGUF, SMOLLM2_HUB_ID
+    from ..models import SMOLLM2_ALIAS, SMOLLM2_GGUF, SMOLLM2_HUB_ID
 
     if not spec:
         return None, "an unrecorded base model"
@@ -185,7 +185,7 @@ def build_model_card(output_dir: str | os.PathLike, summary: dict, hub_model_id:
     """A `huggingface_hub.ModelCard` for the run in `output_dir` (pushed as `hub_model_id`, if given)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .compat import installed_version
+    from ..runtime.compat import installed_version
 
     hub_id, base_text = base_model(summary.get("base_model"))
     dataset = summary.get("dataset")

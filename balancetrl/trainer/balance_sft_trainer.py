@@ -22,13 +22,13 @@ from trl import SFTTrainer
 from trl.data_utils import pack_dataset
 from trl.trainer.utils import pad
 
-from .compat import check_private_api
-from .config import BalanceSFTConfig
-from .cpu import warn_if_bf16_is_emulated
-from .engines import SSB_PARAM_GROUP, engine_report, format_engine, refuse_silent_downgrade
-from .hdr.epochs import HDRTrainerMixin
+from ..hdr.epochs import HDRTrainerMixin
+from ..runtime.compat import check_private_api
+from ..runtime.cpu import warn_if_bf16_is_emulated
+from ..runtime.engines import SSB_PARAM_GROUP, engine_report, format_engine, refuse_silent_downgrade
+from ..segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
+from .balance_sft_config import BalanceSFTConfig
 from .loss import lambda_from_phi, phi_from_lambda, ssb_loss
-from .segments import COT_MASK, SampleError, SegmentSpec, tokenize_with_segments
 
 SSB_MODULE = "balancetrl_ssb"  # attribute name of λ's module on the model
 SSB_STATE_FILE = "balancetrl_ssb.json"  # λ's value inside each checkpoint folder
@@ -295,7 +295,7 @@ class BalanceSFTTrainer(HDRTrainerMixin, SFTTrainer):
 
     def prepare_records(self, records: list[dict], name: str):
         """Canonical records as this trainer's training rows (tokenized with segment masks, truncated as configured)."""
-        from .data.training import to_training_dataset
+        from ..data.training import to_training_dataset
 
         return self._prepare_dataset(to_training_dataset(records), self.processing_class, self.args, False, None, name)
 

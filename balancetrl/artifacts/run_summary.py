@@ -33,7 +33,7 @@ def build_summary(trainer, data_counts: dict, base_model: str, dataset: str, sec
         "data": data_counts,
         "hdr": hdr,
         "train_seconds": round(seconds, 1),
-        "engine": getattr(trainer, "engine", None),  # what really trained (balancetrl/engines.py)
+        "engine": getattr(trainer, "engine", None),  # what really trained (balancetrl/runtime/engines.py)
         "training": {k: getattr(args, k) for k in (
             "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "warmup_steps", "max_length", "seed", "world_size")},

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .cot import DEFAULT_COT
+from ..cot import DEFAULT_COT
 
 
 @dataclass
