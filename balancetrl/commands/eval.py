@@ -29,7 +29,11 @@ class EvalCommand(Command):
             "included.",
         )
         p.add_argument("--limit", type=int, default=None, help="first N entries per category, or first N evaluable records of --dataset (quick looks)")
-        p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+        p.add_argument(
+            "--backend", choices=("auto", "transformers", "vllm"), default="auto",
+            help="auto: vLLM where it is installed and can run this evaluation (a Hugging Face model folder, no "
+            "--resume), else transformers; the choice and its reason are printed and recorded in results.json",
+        )
         p.add_argument("--output-dir", default="bfcl_eval_output")
         p.add_argument("--batch-size", type=int, default=8,
                        help="generation batch of the transformers backend (vLLM schedules its own batches); in "

@@ -88,7 +88,8 @@ def evaluate_bfcl(
     """Evaluate `model_spec` (HF dir, .gguf, or alias) on BFCL categories; returns the report dict.
 
     `model`/`tokenizer` may be passed already loaded (e.g. from a training loop); `model_spec` then
-    only names the run. `check_with_bfcl` re-scores the written result files with bfcl's own
+    only names the run. `backend`: `transformers`, `vllm`, or `auto` (`choose_backend`: vLLM where installed and able
+    to run this evaluation); the report records the one that ran and why (`backend`, `backend_reason`). `check_with_bfcl` re-scores the written result files with bfcl's own
     `evaluate` entry and records whether both agree per category. `batch_size` is the transformers backend's
     generation batch and, in multi-turn, the number of entries in flight (their steps batched; both backends).
     `resume` keeps `output_dir/generation_journal.jsonl` (transformers backend): each generation batch is recorded as
@@ -105,8 +106,12 @@ def evaluate_bfcl(
     """
     if prompt_style not in bfcl.PROMPT_STYLES:
         raise ValueError(f"prompt_style must be one of {bfcl.PROMPT_STYLES}, got {prompt_style!r}")
-    if backend not in ("transformers", "vllm"):
-        raise ValueError(f"backend must be 'transformers' or 'vllm', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    requested = backend
+    backend, backend_reason = choose_backend(backend, model_spec, loaded=model is not None, resume=resume)
+    if requested == "auto":
+        print(f"backend auto: {backend} ({backend_reason})", file=sys.stderr)
     if resume and backend != "transformers":
         raise ValueError("resume keeps a journal of transformers-backend batches; the vLLM backend generates every "
                          "prompt in one call, so it has no finished batches to resume from: run it without resume")
@@ -152,6 +157,8 @@ def evaluate_bfcl(
     out = {
         "model": str(model_spec),
         "backend": backend,
+        "backend_requested": requested,
+        "backend_reason": backend_reason,
         "prompt_style": prompt_style,
         "limit": limit,
         "bfcl_eval_version": _bfcl_version(),
@@ -199,6 +206,33 @@ def _prefix_cache_delta(engine: CompletionBackend, backend: str, part: str):
     name = "vLLM" if backend == "vllm" else backend
     print(f"{name} prefix cache ({state}), {part.replace('_', '-')}: {hits}/{queries} prompt tokens hit ({rate})",
           file=sys.stderr)
+
+
+BACKENDS = ("auto", "transformers", "vllm")
+
+
+def choose_backend(requested: str, model_spec: str, *, loaded: bool = False, resume: bool = False) -> tuple[str, str]:
+    """`(backend, why)`: `auto` is vLLM where it can run this evaluation, else transformers; an explicit choice stands.
+
+    vLLM generated SmolLM2's BFCL answers several times faster than transformers on 2 CPU cores, its engine start
+    included (docs/results.md#vllm-cpu), so it is what `auto` picks when it is installed, unless the model is a GGUF
+    file (vLLM's GGUF path needs a separate tokenizer: refused), the model was handed over already loaded (vLLM loads
+    its own weights from `model_spec`), or `resume` asks for a journal of transformers batches."""
+    if requested != "auto":
+        return requested, "asked for"
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "transformers", "vLLM is not installed"
+    if loaded:
+        return "transformers", "the model was passed in already loaded; vLLM loads its own weights"
+    if resume:
+        return "transformers", "resume journals transformers-backend batches"
+    from ..models import resolve_spec
+
+    if resolve_spec(model_spec)[1]:
+        return "transformers", "the model is a GGUF file, which the vLLM backend does not read"
+    return "vllm", "installed, the fastest engine here"
 
 
 def _offline_vllm(model_spec, tokenizer, dtype: str, prefix_caching: bool = True) -> OfflineVLLM:
