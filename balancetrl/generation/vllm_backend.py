@@ -19,7 +19,7 @@ import logging
 import time
 from contextlib import contextmanager
 
-from .base import Completion, Conversation, Tools, check_request, shard_bounds
+from .base import Completion, Conversation, Tools, check_request, padded_shard
 from .base import (
     gather as _gather,  # module-level name: tests stand in for the collective
 )
@@ -299,13 +299,9 @@ class VLLMBackend:
         check_request(prompts, tools, num_generations, temperature, max_new_tokens)
         if not prompts:
             return []  # every rank sees the same prompts, so every rank skips the collectives together
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
         # VLLMGeneration slices server results by `process_index * len(prompts)`: shards must be of equal size, so
-        # short ones are padded with copies of their last prompt (or of the global last one), then cut off again.
-        start, stop = shard_bounds(len(prompts), world, rank)
-        per_rank = -(-len(prompts) // world)
-        shard = list(range(start, stop))
-        shard += [shard[-1] if shard else len(prompts) - 1] * (per_rank - len(shard))
+        # short ones are padded (`padded_shard`), and the padding is cut off again before the gather.
+        shard, real = padded_shard(len(prompts), self.accelerator.num_processes, self.accelerator.process_index)
         prompt_ids = render_prompts(
             self.tokenizer,
             [prompts[i] for i in shard],
@@ -333,8 +329,8 @@ class VLLMBackend:
                 samples[row].extend(completion_ids[row * calls_n : (row + 1) * calls_n])
         engine.generation_kwargs = dict(self.generation_kwargs)
 
-        local = [[decode_completion(self.tokenizer, ids, self._stop_ids) for ids in row] for row in samples]
-        return _gather(self.accelerator, local)[: len(prompts)]
+        local = [[decode_completion(self.tokenizer, ids, self._stop_ids) for ids in row] for row in samples[:real]]
+        return _gather(self.accelerator, local)
 
 
 @contextmanager
