@@ -9,8 +9,9 @@ run it; peak RSS from `wait4`, so each figure is that process alone):
 
     transformers  simple_python --limit N          (fp32, --batch-size 8)
     vllm          simple_python --limit N          (fp32, prefix caching on)
-    transformers  multi_turn_base --limit M
+    transformers  multi_turn_base --limit M        prefix reuse on (each entry's KV cache kept across its steps)
     vllm          multi_turn_base --limit M        prefix caching on
+    transformers  multi_turn_base --limit M        --no-prefix-caching
     vllm          multi_turn_base --limit M        --no-prefix-caching
 
 All with --prompt-style fc --chat-template qwen3, greedy, --max-new-tokens T. Reports per run: wall seconds of the
@@ -24,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import command_line
+from benchmarks.common import command_line, machine
 
 
 def run_eval(model: str, backend: str, category: str, limit: int, max_new_tokens: int, extra=()) -> dict:
@@ -67,8 +67,8 @@ def run_eval(model: str, backend: str, category: str, limit: int, max_new_tokens
     }
     if "seconds_per_entry" in row:
         result["seconds_per_entry"] = round(row["seconds_per_entry"], 2)
-    if "vllm" in report:
-        result["prefix_cache"] = report["vllm"]["prefix_cache"]
+    if backend in report and "prefix_cache" in report[backend]:  # vllm.prefix_cache / transformers.prefix_cache
+        result["prefix_cache"] = report[backend]["prefix_cache"]
     return result
 
 
@@ -86,6 +86,7 @@ def main() -> None:
         ("vllm", "simple_python", args.limit, ()),
         ("transformers", "multi_turn_base", args.multi_turn_limit, ()),
         ("vllm", "multi_turn_base", args.multi_turn_limit, ()),
+        ("transformers", "multi_turn_base", args.multi_turn_limit, ("--no-prefix-caching",)),
         ("vllm", "multi_turn_base", args.multi_turn_limit, ("--no-prefix-caching",)),
     ]
     runs = []
@@ -93,17 +94,17 @@ def main() -> None:
         runs.append(run_eval(args.model, backend, category, limit, args.max_new_tokens, extra))
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "outputs"}), flush=True)
 
-    def ratio(category, key, extra=()):
-        hf = next(r for r in runs if r["backend"] == "transformers" and r["category"] == category)
-        vl = next(r for r in runs if r["backend"] == "vllm" and r["category"] == category and r["args"] == list(extra))
-        return round(vl[key] / hf[key], 3)
+    def pick(backend, category, extra=()):
+        return next(r for r in runs if r["backend"] == backend and r["category"] == category and r["args"] == list(extra))
+
+    def ratio(category, key):
+        return round(pick("vllm", category)[key] / pick("transformers", category)[key], 3)
 
     def same_outputs(category):
-        hf = next(r for r in runs if r["backend"] == "transformers" and r["category"] == category)
-        vl = next(r for r in runs if r["backend"] == "vllm" and r["category"] == category and not r["args"])
+        hf, vl = pick("transformers", category), pick("vllm", category)
         return sum(a == b for a, b in zip(hf["outputs"], vl["outputs"])), len(hf["outputs"])
 
-    mt_on, mt_off = runs[3], runs[4]
+    off = ("--no-prefix-caching",)
     summary = {
         "vllm_over_transformers": {
             "simple_python_tokens_per_second": ratio("simple_python", "tokens_per_second"),
@@ -112,8 +113,9 @@ def main() -> None:
             "multi_turn_wall": ratio("multi_turn_base", "wall_seconds"),
             "multi_turn_seconds_per_entry": ratio("multi_turn_base", "seconds_per_entry"),
         },
-        "multi_turn_seconds_per_entry_prefix_caching": {"off": mt_off["seconds_per_entry"],
-                                                       "on": mt_on["seconds_per_entry"]},
+        "multi_turn_seconds_per_entry_prefix_caching": {
+            b: {"off": pick(b, "multi_turn_base", off)["seconds_per_entry"],
+                "on": pick(b, "multi_turn_base")["seconds_per_entry"]} for b in ("transformers", "vllm")},
         "identical_outputs": {c: "{}/{}".format(*same_outputs(c)) for c in ("simple_python", "multi_turn_base")},
     }
     import torch
@@ -127,7 +129,7 @@ def main() -> None:
         vllm_version = "unknown"
     result = {
         "command": command_line("benchmarks.vllm_cpu"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "python": platform.python_version()},
+        "machine": machine(),
         "versions": {"vllm-cpu": vllm_version, "torch": torch.__version__, "transformers": transformers.__version__},
         "dtype": "float32 (both backends)",
         "summary": summary,
