@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..models import looks_like_hub_id
 
-TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+PACKAGE = Path(__file__).resolve().parents[1]  # the `balancetrl` folder: its templates/ and data/ ship with it
+TEMPLATE = PACKAGE / "templates" / "model_card.md"
 # Authors as printed in the paper; venue and pages of its publication in Findings of ACL 2026.
 CITATION = """\
 @inproceedings{hao2026balancesft,
@@ -96,7 +97,7 @@ def training_data(summary: dict) -> str:
     """One Markdown sentence: the dataset as given and what the checks and HDR made of it."""
     data, hdr = summary.get("data", {}), summary.get("hdr")
     dataset = summary.get("dataset")
-    demo = Path(__file__).parent / "data" / "demo"
+    demo = PACKAGE / "data" / "demo"
     what = f"`{dataset}`"
     if dataset and Path(dataset).resolve().parent == demo.resolve():
         what += " (balancetrl's demo set: synthetic function-calling records shipped with the package)"
