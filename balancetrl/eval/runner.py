@@ -214,10 +214,12 @@ BACKENDS = ("auto", "transformers", "vllm")
 def choose_backend(requested: str, model_spec: str, *, loaded: bool = False, resume: bool = False) -> tuple[str, str]:
     """`(backend, why)`: `auto` is vLLM where it can run this evaluation, else transformers; an explicit choice stands.
 
-    vLLM generated SmolLM2's BFCL answers several times faster than transformers on 2 CPU cores, its engine start
-    included (docs/results.md#vllm-cpu), so it is what `auto` picks when it is installed, unless the model is a GGUF
-    file (vLLM's GGUF path needs a separate tokenizer: refused), the model was handed over already loaded (vLLM loads
-    its own weights from `model_spec`), or `resume` asks for a journal of transformers batches."""
+    vLLM generated SmolLM2's BFCL answers several times faster than transformers on 2 CPU cores (docs/results.md,
+    #vllm-cpu and #hdr-round-vllm); its engine start (a minute or two, compile included) outweighs that only on quick
+    looks of a few dozen items. So `auto` picks it when it is installed, unless the model is a GGUF file (vLLM's GGUF
+    path needs a separate tokenizer: refused), the model was handed over already loaded (vLLM loads its own weights
+    from `model_spec`), or `resume` asks for a journal of transformers batches. A size rule is left out on purpose:
+    which engine ran is always said, and `--backend transformers` is one flag away."""
     if requested != "auto":
         return requested, "asked for"
     import importlib.util
