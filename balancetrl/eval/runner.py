@@ -89,8 +89,9 @@ def evaluate_bfcl(
 
     `model`/`tokenizer` may be passed already loaded (e.g. from a training loop); `model_spec` then
     only names the run. `backend`: `transformers`, `vllm`, or `auto` (`choose_backend`: vLLM where installed and able
-    to run this evaluation); the report records the one that ran and why (`backend`, `backend_reason`). `check_with_bfcl` re-scores the written result files with bfcl's own
-    `evaluate` entry and records whether both agree per category. `batch_size` is the transformers backend's
+    to run this evaluation); the report records the one that ran and why (`backend`, `backend_reason`).
+    `check_with_bfcl` re-scores the written result files with bfcl's own `evaluate` entry and records whether both
+    agree per category. `batch_size` is the transformers backend's
     generation batch and, in multi-turn, the number of entries in flight (their steps batched; both backends).
     `resume` keeps `output_dir/generation_journal.jsonl` (transformers backend): each generation batch is recorded as
     it finishes, and a run started again on the same weights (checked by a fingerprint of every tensor) replays the

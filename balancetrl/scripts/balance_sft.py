@@ -277,8 +277,8 @@ def main(script_args, training_args, model_args, hdr_config, mixture=None) -> di
     preflight.check_quantization(model_args, training_args)
     preflight.check_judges(hdr_config)
 
-    # The model (and its card) is pushed once, at the end, by balancetrl.artifacts.hub_push: the Trainer's own pushes would upload
-    # TRL's card without the BalanceSFT section (and every checkpoint).
+    # The model (and its card) is pushed once, at the end, by balancetrl.artifacts.hub_push: the Trainer's own pushes
+    # would upload TRL's card without the BalanceSFT section (and every checkpoint).
     push, training_args.push_to_hub = training_args.push_to_hub, False
     # transformers pickles the whole TrainingArguments into training_args.bin (and every checkpoint): the token
     # must not be in them. Only balancetrl.artifacts.hub_push, at the end, needs it.
