@@ -8,7 +8,8 @@ import torch
 
 from balancetrl.generation import TransformersGeneration, render_prompts
 from balancetrl.generation.prefix_cache import PrefixCache, _Kept
-from conftest import TIME_TOOL, WEATHER_TOOL, build_tiny_model
+from conftest import build_tiny_model
+from tests.fixtures.conversations import TIME_TOOL, WEATHER_TOOL
 
 QUESTIONS = ["Is it raining in Rome?", "Time in Lima?", "Weather in Oslo in celsius and the time in Tokyo, please.",
              "What is the weather in Paris?"]
