@@ -116,8 +116,18 @@ def test_hdr_rounds_generate_with_the_weights_just_trained(tmp_path):
              for name, result in (("trained", trained), ("start", start))}
     ours = [generated[s.id] for s in hard]
     assert trained["dtype"] == backend.dtype  # both engines under vLLM's auto dtype rule
-    assert ours == texts["trained"]
-    assert ours != texts["start"]
+    # vLLM's auto dtype is bf16, and on a CPU with bf16 units the engine after the in-place reload and a fresh engine
+    # on the same weights need not run the same kernels, so a near-tie can flip a greedy token (1 text in 4 on an
+    # avx512_bf16 EPYC, at token 4; none on an AVX2-only one). The round ran on the trained weights if every text
+    # follows the trained engine's at least as far as the start engine's (further for some), and most are identical
+    # to it.
+    def shared(a: str, b: str) -> int:
+        a_ids, b_ids = (tokenizer(x, add_special_tokens=False)["input_ids"] for x in (a, b))
+        return next((i for i, (x, y) in enumerate(zip(a_ids, b_ids)) if x != y), min(len(a_ids), len(b_ids)))
+
+    reach = [(shared(o, t), shared(o, s)) for o, t, s in zip(ours, texts["trained"], texts["start"])]
+    assert all(t >= s for t, s in reach) and any(t > s for t, s in reach), (reach, ours, texts)
+    assert 2 * sum(o == t for o, t in zip(ours, texts["trained"])) > len(ours), (ours, texts["trained"])
 
 
 def test_a_vllm_that_cannot_start_stops_before_training(tmp_path, monkeypatch):
