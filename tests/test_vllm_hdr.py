@@ -18,17 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import vllm_or_skip
+
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3600)]
 
 MAX_NEW_TOKENS = 32
 MAX_MODEL_LEN = 1536
 
-
-def _vllm_or_skip():
-    try:
-        import vllm  # noqa: F401
-    except Exception as e:  # ImportError, or the CUDA torchvision's RuntimeError beside CPU torch
-        pytest.skip(f"vLLM is not importable here ({type(e).__name__}: {e}); `make install-vllm` (docs/vllm.md)")
 
 
 def _demo(n: int, offset: int = 0, max_chars: int = 1200) -> list[dict]:
@@ -75,7 +71,7 @@ def _fresh_greedy(model_dir: Path, prompts: list[list[int]], tmp_path: Path, nam
 
 
 def test_hdr_rounds_generate_with_the_weights_just_trained(tmp_path):
-    _vllm_or_skip()
+    vllm_or_skip()
     import torch
 
     from balancetrl.generation import decode_completion, render_prompts, stop_token_ids
@@ -132,7 +128,7 @@ def test_hdr_rounds_generate_with_the_weights_just_trained(tmp_path):
 
 def test_a_vllm_that_cannot_start_stops_before_training(tmp_path, monkeypatch):
     """vLLM's own reason, raised while the trainer is built: no step has run, no round is half done."""
-    _vllm_or_skip()
+    vllm_or_skip()
     with pytest.raises(Exception, match=r"User-specified max_model_len \(1000000\) is greater") as too_long:
         _trainer(tmp_path, vllm_max_model_length=10**6)  # beyond SmolLM2's 8192 positions: vLLM's config check
     assert not (tmp_path / "run" / "hdr" / "round_001").exists()

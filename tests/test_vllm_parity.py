@@ -16,6 +16,8 @@ from importlib import resources
 
 import pytest
 
+from conftest import vllm_or_skip
+
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 N_PROMPTS = 16
@@ -23,12 +25,6 @@ MAX_NEW_TOKENS = 48
 # largest top-1 minus top-2 logit gap (float32) that a kernel's rounding may flip
 TIE = 0.05
 
-
-def _vllm_or_skip():
-    try:
-        import vllm  # noqa: F401
-    except Exception as e:  # ImportError, or the CUDA torchvision's RuntimeError beside CPU torch
-        pytest.skip(f"vLLM is not importable here ({type(e).__name__}: {e}); install it per docs/vllm.md")
 
 
 def _prompts(tokenizer) -> list[list[int]]:
@@ -45,7 +41,7 @@ def _prompts(tokenizer) -> list[list[int]]:
 
 
 def test_vllm_and_transformers_greedy_outputs_agree(tmp_path):
-    _vllm_or_skip()
+    vllm_or_skip()
     import torch
 
     from balancetrl.generation import OfflineVLLM, TransformersGeneration, parse_assistant_output
