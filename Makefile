@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm test-all demo docs bench ablation ablation-v1 lint clean
+.PHONY: install install-vllm test test-vllm test-all demo docs bench ablation ablation-v1 evidence lint clean
 
 install: $(STAMP)
 
@@ -99,6 +99,18 @@ ABLATION_OUT ?= benchmarks/results
 ablation: install
 	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m benchmarks.ablation_v2 --data $(ABLATION_DATA) $(ABLATION_ARGS) \
 		--units $(ABLATION_UNITS) --out $(ABLATION_OUT) --work outputs/ablation_v2
+
+# The mechanism experiment (benchmarks/mechanism/, `python -m benchmarks.mechanism`): sft vs ssb vs ssb_lr, 3 seeds,
+# on a held-out split of the long-CoT data fixed by id hash; per item held-out L_f / L_c and, per BFCL irrelevance
+# prompt, KL(base || tuned) and the tuned NLL of the base's answers; paired CIs over items. No generation per unit.
+# Units cached in benchmarks/results/mechanism/units/ (committed; a rerun skips them, so sessions add units). fp32:
+# the units continue on any CPU (bf16 needs amx_bf16/avx512_bf16 and makes other units). Sized to ~3 h of 2 cores:
+# an fp32 step of 4 long-CoT rows took ~53 s on an avx512 EPYC, so each unit trains 16 steps (64 of the ~155 training
+# rows, a random 64 per seed) and scores for ~3 min. Report: benchmarks/results/mechanism.md.
+EVIDENCE_ARGS ?= --seeds 0,1,2 --steps 16 --threads 2
+evidence: install
+	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m benchmarks.mechanism --data $(ABLATION_DATA) $(EVIDENCE_ARGS) \
+		--units benchmarks/results/mechanism/units --out benchmarks/results --work outputs/mechanism
 
 # The first CPU-scale ablation (synthetic short-CoT data, 50 eval samples, one seed): results/ablation.md, ~1 h.
 ablation-v1: install

@@ -551,3 +551,22 @@ def test_a_real_unit_killed_in_eval_resumes_to_the_same_outputs(tmp_path, monkey
 
     assert raw("unit") == raw("clean") and len(raw("clean")) == 6
     assert len({len(r) for r in raw("clean")}) > 1  # real, different outputs (not six empty strings)
+
+
+def test_paired_mean_difference_keeps_an_items_seeds_together():
+    from benchmarks.ablation_v2.paired_stats import paired_mean_difference
+
+    # per item, Σ_seeds (a - b) = 0.5 for both items: every item resample gives 1.0 / 4 = 0.25 exactly
+    r = paired_mean_difference([[1.0, 2.0], [0.5, 1.5]], [[0.5, 2.0], [0.5, 1.0]], resamples=500)
+    assert (r["n_seeds"], r["n_items"]) == (2, 2)
+    assert (r["diff"], r["ci_low"], r["ci_high"]) == (0.25, 0.25, 0.25) and r["distinguishable"]
+    assert r["per_seed"] == [0.25, 0.25]
+    assert (r["mean_a"], r["mean_b"]) == (1.25, 1.0)
+    # a per-item difference of +1 on half the items and -1 on the rest: mean 0, the CI straddles it
+    r = paired_mean_difference([[1.0, -1.0] * 50], [[0.0, 0.0] * 50], resamples=4000)
+    assert r["diff"] == 0.0 and r["ci_low"] < 0 < r["ci_high"] and not r["distinguishable"]
+    assert r["ci_high"] == pytest.approx(1.96 * 1 / math.sqrt(100), abs=0.04)  # SE of a ±1 mean over 100 items
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_mean_difference([[1.0, 2.0]], [[1.0]])
+    with pytest.raises(ValueError, match="finite"):
+        paired_mean_difference([[float("nan")]], [[1.0]])

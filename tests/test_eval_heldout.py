@@ -175,6 +175,17 @@ def test_kl_of_a_perturbed_model_matches_a_hand_computation(tokenizer):
         assert row["tuned_nll_sum"] == pytest.approx(float(nll_t), rel=1e-9)
 
 
+def test_base_answers_generated_once_score_every_tuned_model_as_forgetting_does(tokenizer):
+    # the mechanism experiment generates the base answers once and scores each trained unit against them
+    base, other = build_tiny_model(tokenizer, seed=3), build_tiny_model(tokenizer, seed=4)
+    answers = fg.base_answers(base, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
+    for tuned in (base, other):
+        assert fg.score_answers(base, tuned, answers, batch_size=2) == fg.forgetting(
+            base, tuned, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
+    assert [r["kl_sum"] for r in fg.score_answers(base, base, answers)] == [0.0, 0.0]
+    assert all(r["kl_sum"] > 0 for r in fg.score_answers(base, other, answers))
+
+
 def test_irrelevance_prompts_are_bfcl_user_questions_without_tools():
     prompts = fg.irrelevance_prompts(3)
     assert [p["id"] for p in prompts] == ["irrelevance_0", "irrelevance_1", "irrelevance_2"]

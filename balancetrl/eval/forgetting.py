@@ -17,6 +17,8 @@ without tools and without bfcl's system prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..generation import TransformersGeneration, render_prompts, stop_token_ids
@@ -39,31 +41,50 @@ def _answer_ids(tokenizer, completion, max_new_tokens: int, stop_id: int) -> lis
     return ids + [stop_id] if completion.completion_tokens < max_new_tokens else ids
 
 
-def forgetting(base_model, tuned_model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 128, *,
-               batch_size: int = 4, chat_template: str | None = None) -> list[dict]:
-    """Per prompt (a conversation without tools), the base model's greedy answer and the paired measures above.
+@dataclass
+class BaseAnswer:
+    """The base model's greedy answer to one prompt, as token ids both models score."""
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    text: str
 
-    Both models must share `tokenizer`'s vocabulary. Returns one row per prompt, in order: `answer`,
-    `prompt_tokens`, `answer_tokens`, `base_nll_sum/mean`, `tuned_nll_sum/mean`, `kl_sum`, `kl_mean`, `kl_max`.
-    """
+
+def base_answers(base_model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 128, *,
+                 batch_size: int = 4, chat_template: str | None = None) -> list[BaseAnswer]:
+    """The base model's greedy answer to each prompt (a conversation without tools): generated once, then scored
+    against any number of tuned models by `score_answers`."""
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     prompt_ids = render_prompts(tokenizer, prompts, None, chat_template)
     engine = TransformersGeneration(base_model, tokenizer, batch_size=batch_size)
     completions = [row[0] for row in engine.complete(prompt_ids, max_new_tokens=max_new_tokens)]
     stop_id = stop_token_ids(tokenizer, base_model)[0]
-    answers = [_answer_ids(tokenizer, c, max_new_tokens, stop_id) for c in completions]
-    sequences = [p + a for p, a in zip(prompt_ids, answers)]
-    rows = []
+    return [BaseAnswer(p, _answer_ids(tokenizer, c, max_new_tokens, stop_id), c.text)
+            for p, c in zip(prompt_ids, completions, strict=True)]
+
+
+def score_answers(base_model, tuned_model, answers: list[BaseAnswer], batch_size: int = 4) -> list[dict]:
+    """One row per answer, in order: `answer`, `prompt_tokens`, `answer_tokens`, `base_nll_sum/mean`,
+    `tuned_nll_sum/mean`, `kl_sum`, `kl_mean`, `kl_max`. Both models must share the tokenizer's vocabulary."""
+    sequences = [a.prompt_ids + a.answer_ids for a in answers]
     base_lp = next_token_log_probs(base_model, sequences, batch_size)
     tuned_lp = next_token_log_probs(tuned_model, sequences, batch_size)
-    for prompt, answer, completion, lp_b, lp_t in zip(prompt_ids, answers, completions, base_lp, tuned_lp,
-                                                      strict=True):
+    rows = []
+    for a, lp_b, lp_t in zip(answers, base_lp, tuned_lp, strict=True):
         if lp_b.shape != lp_t.shape:
             raise ValueError(f"the base and tuned models score {lp_b.shape[-1]} and {lp_t.shape[-1]} vocabulary "
                              "entries: forgetting compares models of one tokenizer")
-        rows.append({"answer": completion.text, "prompt_tokens": len(prompt), "answer_tokens": len(answer),
-                     **answer_measures(lp_b, lp_t, answer, len(prompt))})
+        rows.append({"answer": a.text, "prompt_tokens": len(a.prompt_ids), "answer_tokens": len(a.answer_ids),
+                     **answer_measures(lp_b, lp_t, a.answer_ids, len(a.prompt_ids))})
     return rows
+
+
+def forgetting(base_model, tuned_model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 128, *,
+               batch_size: int = 4, chat_template: str | None = None) -> list[dict]:
+    """Per prompt (a conversation without tools), the base model's greedy answer and the paired measures above
+    (`base_answers`, then `score_answers`)."""
+    answers = base_answers(base_model, tokenizer, prompts, max_new_tokens, batch_size=batch_size,
+                           chat_template=chat_template)
+    return score_answers(base_model, tuned_model, answers, batch_size)
 
 
 def answer_measures(lp_base: torch.Tensor, lp_tuned: torch.Tensor, answer: list[int], prompt_len: int) -> dict:
