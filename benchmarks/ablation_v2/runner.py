@@ -117,16 +117,9 @@ def main(argv=None):
     plan = step_plan(opts, len(data["base"]), len(data["hard"]))
     expected, configs = unit_configs(opts, data, plan)
     print(f"plan {plan}; {len(expected)} units", flush=True)
-    ran = 0
-    for arm, seed in expected:
-        name = unit_name(arm, seed)
-        if opts.report_only:
-            break
-        if cache.load(name, configs[name]):
-            print(f"== {name}: cached", flush=True)
-            continue
-        if opts.max_units and ran >= opts.max_units:
-            break
+    units = {unit_name(a, s): (a, s) for a, s in expected}
+    for name in [] if opts.report_only else cache.pending(list(units), configs, opts.max_units):
+        arm, seed = units[name]
         refuse_emulated_bf16(opts)  # only when a unit is about to run: a run with every unit cached still reports
         print(f"== {name}" + (" (stale cache: config changed)" if cache.stale(name, configs[name]) else ""), flush=True)
         # the work folder's saved weights and journals resume only this config in this --units folder: a new folder
@@ -135,7 +128,6 @@ def main(argv=None):
         result = run_unit(arm, seed, opts, data, plan, work / name, key=key)
         cache.save(name, configs[name], result)
         release_work(work / name)
-        ran += 1
         print(json.dumps({k: result.get(k) for k in ("accuracy", "global_step", "step_seconds_median",
                                                      "final_lambda", "eval_seconds_per_sample", "wall_seconds")}),
               flush=True)

@@ -67,3 +67,16 @@ class UnitCache:
             except (OSError, json.JSONDecodeError):
                 continue
         return out
+
+    def pending(self, names: list[str], configs: dict[str, dict], max_units: int = 0):
+        """Yield, in order, each unit of `names` not cached for its config (printing the cached ones), at most
+        `max_units` of them (0: all). The runner runs and saves each before asking for the next."""
+        ran = 0
+        for name in names:
+            if self.load(name, configs[name]):
+                print(f"== {name}: cached", flush=True)
+                continue
+            if max_units and ran >= max_units:
+                return
+            ran += 1
+            yield name

@@ -189,16 +189,9 @@ def main(argv=None):
     expected = [("base", None)] + [(a, s) for s in opts.seeds for a in opts.arm_list]
     configs = {unit_name(a, s): unit_config(a, s, opts, data, plan) for a, s in expected}
     print(f"plan {plan}; {len(expected)} units", flush=True)
-    ran = 0
-    for arm, seed in expected:
-        name = unit_name(arm, seed)
-        if opts.report_only:
-            break
-        if cache.load(name, configs[name]):
-            print(f"== {name}: cached", flush=True)
-            continue
-        if opts.max_units and ran >= opts.max_units:
-            break
+    units = {unit_name(a, s): (a, s) for a, s in expected}
+    for name in [] if opts.report_only else cache.pending(list(units), configs, opts.max_units):
+        arm, seed = units[name]
         if arm != "base":
             refuse_emulated_bf16(opts)
         print(f"== {name}", flush=True)
@@ -209,11 +202,10 @@ def main(argv=None):
             result = run_trained(arm, seed, opts, data, plan, base_unit, work / name)
         result.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine())
         cache.save(name, configs[name], result)
-        ran += 1
         print(json.dumps({k: result.get(k) for k in ("final_lambda", "step_seconds_median", "wall_seconds")}),
               flush=True)
-    units = {n: u for n in configs if (u := cache.load(n, configs[n]))}
-    res = build_report(opts, plan, data["info"], expected, units, command_line("benchmarks.mechanism", argv))
-    write_report(res, units, Path(opts.out))
+    done = {n: u for n in configs if (u := cache.load(n, configs[n]))}
+    res = build_report(opts, plan, data["info"], expected, done, command_line("benchmarks.mechanism", argv))
+    write_report(res, done, Path(opts.out))
     print(f"wrote {Path(opts.out) / 'mechanism.md'}: {len(res['units_done'])} units done, "
           f"{len(res['units_missing'])} missing", flush=True)
