@@ -2,9 +2,13 @@
 run is `make evidence`)."""
 
 import argparse
+import json
+import re
+from pathlib import Path
 
 import pytest
 
+from benchmarks.ablation_v2.unit_cache import config_hash
 from benchmarks.mechanism import report, runner
 
 
@@ -55,16 +59,47 @@ def test_report_pairs_seeds_and_reads_the_differences(tmp_path):
     assert res["base"]["tuned_nll"] == pytest.approx(0.8)
     assert res["arms"]["ssb"]["L_f"]["mean"] == pytest.approx(0.55)
     text = "\n".join(report.reading(res))
-    assert "ssb − sft, L_f: -0.1000 nats, 95% CI [-0.1000, -0.1000] over 4 held-out items × 2 seed(s)" in text and "ssb's L_f is **lower** than sft's" in text
+    assert ("ssb − sft, L_f: -0.1000 nats, 95% CI [-0.1000, -0.1000] (-15.4% of sft's 0.6500) over 4 held-out "
+            "items × 2 seed(s)") in text and "ssb's L_f is **lower** than sft's" in text
     assert "ssb − sft, kl: +0.0000 nats" in text and "**no detectable difference**" in text
+    assert "With one seed" not in text
     # a unit missing: the report says partial and pairs only the seeds both arms have
     del units["ssb-s1"]
     res = report.build_report(opts, {"total_steps": 3}, {}, expected, units, "cmd")
     assert res["units_missing"] == ["ssb-s1"] and res["vs_sft"]["ssb"]["seeds"] == [0]
-    assert report.reading(res)[0].startswith("**Partial run**: 1 unit(s) not done (ssb-s1)")
+    lines = report.reading(res)
+    assert lines[0].startswith("**Partial run**: 1 unit(s) not done (ssb-s1)")
+    assert lines[-1].startswith("With one seed a CI covers the sampling of items only")
 
 
 def test_report_uses_only_items_every_unit_scored():
     a = {"heldout": [{"id": "x", "L_f": 1.0}, {"id": "y", "L_f": None}, {"id": "z", "L_f": 3.0}]}
     b = {"heldout": [{"id": "x", "L_f": 2.0}, {"id": "y", "L_f": 5.0}, {"id": "z", "L_f": 4.0}]}
     assert report.matrix([a, b], "heldout", "L_f") == (["x", "z"], [[1.0, 3.0], [2.0, 4.0]])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_committed_units_keep_their_config_hash(tmp_path):
+    """Today's code gives every committed unit (benchmarks/results/mechanism/units/) the config and hash stored in it,
+    from `make evidence`'s options and the data the committed report recorded: a rerun of `make evidence` skips them,
+    and a change to what a unit's config covers shows here, not as a silent rerun."""
+    args = re.search(r"^EVIDENCE_ARGS \?= (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("{}\n")
+    opts = runner.parse_args(["--data", str(data_file), *args])
+    committed = json.loads((RESULTS / "mechanism.json").read_text())
+    info = committed["data"]
+    plan = runner.step_plan(opts, info["train_used"])
+    assert plan == committed["plan"]
+    data = {"info": info}
+    stored = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "mechanism" / "units").glob("*.json")
+              if not p.name.endswith(".stale.json")}
+    assert sorted(stored) == sorted(committed["units_done"]) and "base" in stored
+    for name, unit in stored.items():
+        arm, _, seed = name.partition("-s")
+        config = runner.unit_config(arm, int(seed) if seed else None, opts, data, plan)
+        assert config == unit["config"], name
+        assert config_hash(config) == unit["config_hash"], name

@@ -104,8 +104,12 @@ def reading(res: dict) -> list[str]:
             spread = ("" if len(c["per_seed"]) < 2 else
                       " — the seeds disagree in sign" if min(c["per_seed"]) < 0 < max(c["per_seed"]) else "")
             what = "held-out items" if MEASURES[m][0] == "heldout" else "prompts"
-            lines.append(f"{arm} − sft, {m}: {ci} over {c['n_items']} {what} × {c['n_seeds']} seed(s): {verdict}. "
-                         f"Per seed: {seeds}{spread}.")
+            rel = f" ({100 * c['diff'] / c['mean_b']:+.1f}% of sft's {c['mean_b']:.4f})" if c["mean_b"] else ""
+            lines.append(f"{arm} − sft, {m}: {ci}{rel} over {c['n_items']} {what} × {c['n_seeds']} seed(s): "
+                         f"{verdict}. Per seed: {seeds}{spread}.")
+    if any(comp["seeds"] and len(comp["seeds"]) == 1 for comp in res["vs_sft"].values()):
+        lines.append("With one seed a CI covers the sampling of items only, not the training seed (its data order "
+                     "and its 64 rows): how far the seed alone moves these differences needs the other seeds.")
     return lines
 
 
@@ -165,6 +169,11 @@ def write_report(res: dict, units: dict, out: Path) -> None:
         *[f"- {m} (ssb − sft): {p}." for m, p in res["predictions"].items()],
         "",
         "## What the numbers say",
+        "",
+        "SSB with λ below α weights the CoT tokens less than plain SFT does (and the call tokens more). A lower KL "
+        "from the base together with a higher L_c is what moving the model less on CoT tokens would give, so these "
+        "measures alone do not tell \"SSB protects the base model's other skills\" from \"SSB trains less on the "
+        "CoT\"; `ssb_fixed_lo`/`hi` of ablation v2 vary that weight directly.",
         "",
         *[f"- {line}" for line in reading(res)],
         "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def main(argv=None):
         print(json.dumps({k: result.get(k) for k in ("final_lambda", "step_seconds_median", "wall_seconds")}),
               flush=True)
     done = {n: u for n in configs if (u := cache.load(n, configs[n]))}
-    res = build_report(opts, plan, data["info"], expected, done, command_line("benchmarks.mechanism", argv))
+    # the command that made the units: a --report-only rebuild gives the same report
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    res = build_report(opts, plan, data["info"], expected, done, command_line("benchmarks.mechanism", args))
     write_report(res, done, Path(opts.out))
     print(f"wrote {Path(opts.out) / 'mechanism.md'}: {len(res['units_done'])} units done, "
           f"{len(res['units_missing'])} missing", flush=True)
