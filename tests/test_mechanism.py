@@ -63,6 +63,9 @@ def test_report_pairs_seeds_and_reads_the_differences(tmp_path):
             "items × 2 seed(s)") in text and "ssb's L_f is **lower** than sft's" in text
     assert "ssb − sft, kl: +0.0000 nats" in text and "**no detectable difference**" in text
     assert "With one seed" not in text
+    assert res["between_seeds"]["L_f"] == {"sft": 0.0, "ssb": 0.0}
+    assert "L_f: the training seed alone moves an arm's mean by at most 0.0000 nats (sft); the differences from sft " \
+           "are 0.1000 to 0.1000 nats." in text
     # a unit missing: the report says partial and pairs only the seeds both arms have
     del units["ssb-s1"]
     res = report.build_report(opts, {"total_steps": 3}, {}, expected, units, "cmd")

@@ -65,6 +65,9 @@ def build_report(opts, plan: dict, info: dict, expected: list, units: dict, comm
             _, values = matrix(us, field, key)
             row[m] = {"per_seed": [_mean(v) for v in values], "mean": _mean([x for v in values for x in v])}
         res["arms"][arm] = row
+    # how far the training seed alone moves an arm's mean: the scale the differences between arms are read against
+    res["between_seeds"] = {m: {arm: max(ps) - min(ps) for arm, row in res["arms"].items()
+                                if len(ps := row[m]["per_seed"]) > 1} for m in MEASURES}
     ref = res["arms"].get(REFERENCE)
     for arm, row in res["arms"].items():
         if arm == REFERENCE or not ref:
@@ -107,6 +110,12 @@ def reading(res: dict) -> list[str]:
             rel = f" ({100 * c['diff'] / c['mean_b']:+.1f}% of sft's {c['mean_b']:.4f})" if c["mean_b"] else ""
             lines.append(f"{arm} − sft, {m}: {ci}{rel} over {c['n_items']} {what} × {c['n_seeds']} seed(s): "
                          f"{verdict}. Per seed: {seeds}{spread}.")
+    for m, spread in res.get("between_seeds", {}).items():
+        diffs = [abs(comp[m]["diff"]) for comp in res["vs_sft"].values()]
+        if spread and diffs:
+            arm = max(spread, key=spread.get)
+            lines.append(f"{m}: the training seed alone moves an arm's mean by at most {spread[arm]:.4f} nats "
+                         f"({arm}); the differences from sft are {min(diffs):.4f} to {max(diffs):.4f} nats.")
     if any(comp["seeds"] and len(comp["seeds"]) == 1 for comp in res["vs_sft"].values()):
         lines.append("With one seed a CI covers the sampling of items only, not the training seed (its data order "
                      "and its 64 rows): how far the seed alone moves these differences needs the other seeds.")
