@@ -8,11 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.ablation_v2.config import unit_name
+from benchmarks.ablation_v2.config import REFERENCE, unit_name
 from benchmarks.ablation_v2.paired_stats import paired_mean_difference
 from benchmarks.ablation_v2.report import fmt, versions
 from benchmarks.common import machine
-from benchmarks.mechanism.runner import REFERENCE
 
 # measure -> (unit field, row key, what it is); lower is better for the two losses, and for "closer to base"
 MEASURES = {

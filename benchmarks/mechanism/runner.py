@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import benchmarks.mechanism as package
-from benchmarks.ablation_v2.config import MODEL, unit_name
+from benchmarks.ablation_v2.config import MODEL, REFERENCE, unit_name
 from benchmarks.ablation_v2.data import sha, supervised_alpha
 from benchmarks.ablation_v2.runner import refuse_emulated_bf16
 from benchmarks.ablation_v2.unit_cache import UnitCache
@@ -19,7 +19,6 @@ from benchmarks.ablation_v2.units import peak_rss_mb, train_unit
 from benchmarks.common import command_line, machine
 
 ARMS = ("sft", "ssb", "ssb_lr")  # ablation v2's arms of these names
-REFERENCE = "sft"
 BASE_ANSWER_BATCH = 8  # left padding of a batch can flip a greedy token: part of the base unit's config
 
 
