@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ablation_v2 import config, evaluation, report, runner, units
+from benchmarks.ablation_v2 import config, evaluation, options, report, runner, units
 from benchmarks.ablation_v2.data import build_data
 from benchmarks.ablation_v2.paired_stats import accuracy_ci, mcnemar_exact, paired_bootstrap
 from benchmarks.ablation_v2.unit_cache import UnitCache, config_hash
@@ -297,7 +297,7 @@ def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
     monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
-    monkeypatch.setattr(runner, "cpu_bf16_flags", lambda: ["amx_bf16"])  # the same on any CI machine
+    monkeypatch.setattr(options, "cpu_bf16_flags", lambda: ["amx_bf16"])  # the same on any CI machine
     units = tmp_path / "committed" / "units"
     argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--units", str(units)]
@@ -339,7 +339,7 @@ def test_bf16_is_refused_on_a_cpu_that_emulates_it(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 8, 0))
     monkeypatch.setattr(runner, "run_unit", fake_run_unit)
     monkeypatch.setattr("balancetrl.models.load_tokenizer", lambda spec: None)
-    monkeypatch.setattr(runner, "cpu_bf16_flags", lambda: [])
+    monkeypatch.setattr(options, "cpu_bf16_flags", lambda: [])
     argv = ["--data", str(data_file), "--arms", "base,sft", "--seeds", "0", "--steps", "2", "--resamples", "200",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--bf16"]
     with pytest.raises(SystemExit) as err:

@@ -39,6 +39,7 @@ The parts:
     units         one unit: train, save the weights, evaluate; resume after a kill
     evaluation    BFCL eval of a unit and the per-item verdicts read back
     unit_cache    the on-disk unit files, keyed by the config hash
+    options       the options both unit runners share (this one and benchmarks/mechanism), the bf16 refusal
     runner        the command line: which units run, which are cached (`python -m benchmarks.ablation_v2`)
     stats         the report's numbers (pooled CIs, paired comparisons, time estimate) over `paired_stats`
     report        the report's Markdown, reading and plots

@@ -8,27 +8,23 @@ import json
 from pathlib import Path
 
 import benchmarks.ablation_v2 as package
-from balancetrl.runtime.cpu import cpu_bf16_flags
 from benchmarks.ablation_v2.config import ARMS, MODEL, step_plan, unit_configs, unit_name
 from benchmarks.ablation_v2.data import build_data
+from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16
 from benchmarks.ablation_v2.report import plots, versions, write_markdown
 from benchmarks.ablation_v2.stats import build_report
 from benchmarks.ablation_v2.unit_cache import UnitCache, config_hash
 from benchmarks.ablation_v2.units import release_work, run_unit
-from benchmarks.common import command_line, machine
+from benchmarks.common import command_line
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.ablation_v2", description=package.__doc__.split("\n")[0])
-    p.add_argument("--data", default="../shared/data/toolrl_xlam_cot.jsonl", help="training data (checked here)")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--seeds", default="0,1", help="seeds of every trained arm (≥ 2 for the pooled comparison)")
+    add_unit_options(p, arms=ARMS, seeds="0,1", work="outputs/ablation_v2", data_help="training data (checked here)",
+                     max_length_help="longer base rows are dropped (and counted)",
+                     bf16_help="the eval decodes in bf16 too")
     p.add_argument("--steps", type=int, default=0, help="optimizer steps per trained arm (0: --epochs over the base set)")
     p.add_argument("--epochs", type=int, default=2, help="cold-start epochs over the base set when --steps 0")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=1024, help="longer base rows are dropped (and counted)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--lambda-lr", type=float, default=0.05, help="λ learning rate of the ssb_lr arm")
     p.add_argument("--fixed-delta", type=float, default=0.08, help="ssb_fixed_lo/hi: λ = α ∓ this")
     p.add_argument("--min-hard", type=int, default=32, help="hard set size; topped up with long-CoT synthetic rows")
     p.add_argument("--hard-seed", type=int, default=7)
@@ -42,60 +38,14 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=512, help="eval generation length (long CoT + call)")
     p.add_argument("--eval-batch", type=int, default=8)
     p.add_argument("--multi-turn-limit", type=int, default=50, help="first N multi_turn_base items (0: off)")
-    p.add_argument("--resamples", type=int, default=10_000)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where every unit trains and decodes; part of each unit's config (cuda units are not mixed "
-                        "with cpu ones): give a GPU run its own --units and --out")
-    p.add_argument("--bf16", action="store_true",
-                   help="train under bf16 autocast (master weights and λ stay fp32) and decode the eval in bf16: "
-                        "faster trainer steps and decoding on a CPU with AMX (benchmarks/results/bf16_cpu.json); same for "
-                        "every arm")
-    p.add_argument("--allow-slow-bf16", action="store_true",
-                   help="run --bf16 units on a CPU without AMX/avx512_bf16 (torch emulates bf16 there: a trainer "
-                        "step many times slower than fp32 on an AVX2 EPYC: benchmarks/results/bf16_cpu_avx2.json); refused "
-                        "otherwise")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--work", default="outputs/ablation_v2", help="unit cache (units/) and trainer/eval outputs")
-    p.add_argument("--units", default="", help="unit cache folder (default <work>/units); a committed folder "
-                   "carries finished units to the next machine or session")
-    p.add_argument("--report-only", action="store_true", help="no training: rebuild the report from the cache")
-    p.add_argument("--max-units", type=int, default=0, help="stop after running this many new units (0: all)")
-    p.add_argument("--progress", action="store_true")
     opts = p.parse_args(argv)
-    opts.seeds = [int(s) for s in opts.seeds.split(",") if s.strip()]
-    opts.arm_list = [a.strip() for a in opts.arms.split(",") if a.strip()]
+    check_unit_options(p, opts)
     unknown = set(opts.arm_list) - set(ARMS)
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
-    if not opts.seeds:
-        p.error("--seeds needs at least one seed")
     if any(ARMS[a][3] for a in opts.arm_list) and opts.hdr_rounds < 1:
         p.error("HDR arms need --hdr-rounds >= 1")
-    if not Path(opts.data).is_file():
-        p.error(f"--data {opts.data} does not exist")
-    if opts.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error("--device cuda, but torch sees no CUDA device (torch.cuda.is_available() is False)")
     return opts
-
-
-def refuse_emulated_bf16(opts) -> None:
-    """--bf16 on a CPU without bf16 matrix units: stop before the first step instead of running for hours. On an
-    AVX2-only EPYC a bf16 step of `make ablation`'s units took minutes where the AMX Xeon took seconds, and
-    benchmarks/bf16_cpu.py measured a bf16 step at many times an fp32 one there (benchmarks/results/bf16_cpu_avx2.json,
-    shown in docs/results.md)."""
-    if not opts.bf16 or opts.device != "cpu" or opts.allow_slow_bf16 or cpu_bf16_flags() != []:  # [] = known to emulate
-        return
-    raise SystemExit(
-        f"--bf16 on a CPU without amx_bf16 or avx512_bf16 ({machine()['cpu_model']}): torch emulates bf16 matmuls "
-        "here, several times slower than fp32 (benchmarks/bf16_cpu.py measures it), so a unit would take many hours. "
-        "Run the bf16 units on a CPU that lists amx_bf16 or avx512_bf16 in /proc/cpuinfo (the committed units ran on "
-        "an AMX Xeon), or drop --bf16 and give the fp32 run its own --units and --out (fp32 units are not comparable "
-        "with bf16 ones), or pass --allow-slow-bf16 to run anyway. --report-only rebuilds the report from the cache.")
-
 
 
 def main(argv=None):

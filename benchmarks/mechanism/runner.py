@@ -13,7 +13,7 @@ from pathlib import Path
 import benchmarks.mechanism as package
 from benchmarks.ablation_v2.config import MODEL, REFERENCE, unit_name
 from benchmarks.ablation_v2.data import sha, supervised_alpha
-from benchmarks.ablation_v2.runner import refuse_emulated_bf16
+from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16
 from benchmarks.ablation_v2.unit_cache import UnitCache
 from benchmarks.ablation_v2.units import peak_rss_mb, train_unit
 from benchmarks.common import command_line, machine
@@ -24,41 +24,21 @@ BASE_ANSWER_BATCH = 8  # left padding of a batch can flip a greedy token: part o
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.mechanism", description=package.__doc__.split("\n")[0])
-    p.add_argument("--data", default="../shared/data/toolrl_xlam_cot.jsonl", help="long-CoT data (checked here)")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--seeds", default="0,1,2")
+    add_unit_options(p, arms=ARMS, seeds="0,1,2", work="outputs/mechanism", data_help="long-CoT data (checked here)",
+                     max_length_help="longer training rows are dropped (and counted)",
+                     bf16_help="scoring stays fp32")
     p.add_argument("--heldout-percent", type=int, default=20, help="share of the base set held out (by id hash)")
     p.add_argument("--epochs", type=int, default=1, help="epochs over the training rows")
     p.add_argument("--steps", type=int, default=0, help="cap on optimizer steps (0: --epochs); `make evidence` caps at 16 to fit 3 h of CPU")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=1024, help="longer training rows are dropped (and counted)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--lambda-lr", type=float, default=0.05, help="λ learning rate of the ssb_lr arm")
     p.add_argument("--forgetting-prompts", type=int, default=50, help="first N BFCL irrelevance questions")
     p.add_argument("--forgetting-max-new-tokens", type=int, default=128, help="length of the base model's answers")
     p.add_argument("--score-batch", type=int, default=2, help="sequences per teacher-forced forward")
-    p.add_argument("--resamples", type=int, default=10_000)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--bf16", action="store_true", help="train under bf16 autocast (scoring stays fp32)")
-    p.add_argument("--allow-slow-bf16", action="store_true", help="--bf16 on a CPU that emulates it")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--work", default="outputs/mechanism", help="trainer outputs of the running unit")
-    p.add_argument("--units", default="", help="unit cache folder (default <work>/units)")
-    p.add_argument("--report-only", action="store_true", help="no training: rebuild the report from the cache")
-    p.add_argument("--max-units", type=int, default=0, help="stop after running this many new units (0: all)")
-    p.add_argument("--progress", action="store_true")
     opts = p.parse_args(argv)
-    opts.seeds = [int(s) for s in opts.seeds.split(",") if s.strip()]
-    opts.arm_list = [a.strip() for a in opts.arms.split(",") if a.strip()]
+    check_unit_options(p, opts)
     if set(opts.arm_list) - set(ARMS) or REFERENCE not in opts.arm_list:
         p.error(f"--arms: a subset of {list(ARMS)} that includes {REFERENCE}")
-    if not opts.seeds:
-        p.error("--seeds needs at least one seed")
     if not 0 < opts.heldout_percent < 100:
         p.error("--heldout-percent must be in 1..99")
-    if not Path(opts.data).is_file():
-        p.error(f"--data {opts.data} does not exist")
     opts.fixed_delta = 0.0  # read by ablation v2's lambda_settings for its fixed-λ arms only
     return opts
 
