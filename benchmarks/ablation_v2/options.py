@@ -4,11 +4,12 @@ through `units.train_unit` and cache them in a `UnitCache`), their checks, and t
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from balancetrl.runtime.cpu import cpu_bf16_flags
-from benchmarks.common import machine
+from benchmarks.common import command_line, machine
 
 
 def add_unit_options(p: argparse.ArgumentParser, *, arms: Iterable[str], seeds: str, work: str,
@@ -41,6 +42,13 @@ def add_unit_options(p: argparse.ArgumentParser, *, arms: Iterable[str], seeds: 
     p.add_argument("--report-only", action="store_true", help="no training: rebuild the report from the cache")
     p.add_argument("--max-units", type=int, default=0, help="stop after running this many new units (0: all)")
     p.add_argument("--progress", action="store_true")
+
+
+def units_command(module: str, argv: list[str] | None = None) -> str:
+    """The command a report records: the one that runs its units. A --report-only rebuild records it too (without
+    that flag), so rebuilding from the cache gives the same report."""
+    args = sys.argv[1:] if argv is None else argv
+    return command_line(module, [a for a in args if a != "--report-only"])
 
 
 def check_unit_options(p: argparse.ArgumentParser, opts: argparse.Namespace) -> None:

@@ -10,12 +10,11 @@ from pathlib import Path
 import benchmarks.ablation_v2 as package
 from benchmarks.ablation_v2.config import ARMS, MODEL, step_plan, unit_configs, unit_name
 from benchmarks.ablation_v2.data import build_data
-from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16
+from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16, units_command
 from benchmarks.ablation_v2.report import plots, versions, write_markdown
 from benchmarks.ablation_v2.stats import build_report
 from benchmarks.ablation_v2.unit_cache import UnitCache, config_hash
 from benchmarks.ablation_v2.units import release_work, run_unit
-from benchmarks.common import command_line
 
 
 def parse_args(argv=None):
@@ -56,7 +55,7 @@ def main(argv=None):
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    command = command_line("benchmarks.ablation_v2", argv)
+    command = units_command("benchmarks.ablation_v2", argv)
     work, out = Path(opts.work), Path(opts.out)
     cache = UnitCache(Path(opts.units) if opts.units else work / "units")
     data = build_data(opts, load_tokenizer(MODEL))

@@ -6,17 +6,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import benchmarks.mechanism as package
 from benchmarks.ablation_v2.config import MODEL, REFERENCE, unit_name
 from benchmarks.ablation_v2.data import sha, supervised_alpha
-from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16
+from benchmarks.ablation_v2.options import add_unit_options, check_unit_options, refuse_emulated_bf16, units_command
 from benchmarks.ablation_v2.unit_cache import UnitCache
 from benchmarks.ablation_v2.units import peak_rss_mb, train_unit
-from benchmarks.common import command_line, machine
+from benchmarks.common import machine
 
 ARMS = ("sft", "ssb", "ssb_lr")  # ablation v2's arms of these names
 BASE_ANSWER_BATCH = 8  # left padding of a batch can flip a greedy token: part of the base unit's config
@@ -185,9 +184,7 @@ def main(argv=None):
         print(json.dumps({k: result.get(k) for k in ("final_lambda", "step_seconds_median", "wall_seconds")}),
               flush=True)
     done = {n: u for n in configs if (u := cache.load(n, configs[n]))}
-    # the command that made the units: a --report-only rebuild gives the same report
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    res = build_report(opts, plan, data["info"], expected, done, command_line("benchmarks.mechanism", args))
+    res = build_report(opts, plan, data["info"], expected, done, units_command("benchmarks.mechanism", argv))
     write_report(res, done, Path(opts.out))
     print(f"wrote {Path(opts.out) / 'mechanism.md'}: {len(res['units_done'])} units done, "
           f"{len(res['units_missing'])} missing", flush=True)
