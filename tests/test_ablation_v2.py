@@ -570,3 +570,12 @@ def test_paired_mean_difference_keeps_an_items_seeds_together():
         paired_mean_difference([[1.0, 2.0]], [[1.0]])
     with pytest.raises(ValueError, match="finite"):
         paired_mean_difference([[float("nan")]], [[1.0]])
+
+
+def test_units_command_records_the_run_not_the_rebuild():
+    """A --report-only rebuild records the command that runs the units, so the rebuilt report is the same."""
+    from benchmarks.ablation_v2.options import units_command
+
+    assert units_command("benchmarks.mechanism", ["--seeds", "0,1", "--report-only", "--out", "a b"]) == \
+        "python -m benchmarks.mechanism --seeds 0,1 --out 'a b'"
+    assert units_command("benchmarks.ablation_v2", []) == "python -m benchmarks.ablation_v2"
