@@ -109,7 +109,7 @@ def reading(res: dict) -> list[str]:
             rel = f" ({100 * c['diff'] / c['mean_b']:+.1f}% of sft's {c['mean_b']:.4f})" if c["mean_b"] else ""
             lines.append(f"{arm} − sft, {m}: {ci}{rel} over {c['n_items']} {what} × {c['n_seeds']} seed(s): "
                          f"{verdict}. Per seed: {seeds}{spread}.")
-    for m, spread in res.get("between_seeds", {}).items():
+    for m, spread in res["between_seeds"].items():
         diffs = [abs(comp[m]["diff"]) for comp in res["vs_sft"].values()]
         if spread and diffs:
             arm = max(spread, key=spread.get)
