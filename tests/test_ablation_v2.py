@@ -261,10 +261,12 @@ def test_estimate_counts_the_measured_hdr_rounds(tmp_path, monkeypatch):
         steps = [2.0] * plan["total_steps"]
         # an HDR unit trains 300 s beyond its steps (its regeneration round); a plain one 5 s (setup)
         extra = 300.0 if config.ARMS[arm][3] else 5.0
+        hdr = {"hdr": {"initial_hard": 4, "accepted_total": 1 + seed, "hard_remaining": 3 - seed,
+                       "rounds": [{"round": 1, "generated": 8, "gate_rejected": 7 - seed, "accepted": 1 + seed}]}}
         return {"samples": {"simple_python": [["sp_0", 1]], "multiple": [["mu_0", 0]]},
                 "accuracy": {"simple_python": 1.0, "multiple": 0.0}, "log": [], "wall_seconds": 1.0,
                 "step_seconds": steps, "step_seconds_median": 2.0, "train_seconds": sum(steps) + extra,
-                "eval_seconds_per_sample": 0.5}
+                "eval_seconds_per_sample": 0.5} | (hdr if config.ARMS[arm][3] else {})
 
     monkeypatch.setattr(runner, "build_data", lambda opts, tokenizer: fake_data(opts, 16, 8))
     monkeypatch.setattr(runner, "run_unit", fake_run_unit)
@@ -281,6 +283,11 @@ def test_estimate_counts_the_measured_hdr_rounds(tmp_path, monkeypatch):
     assert est["hdr_seconds_per_unit"] == 300.0 and "HDR rounds at the measured 5.0 min per HDR unit" in est["note"]
     # 4 trained units × total steps × 2 s + 4 units × 600 samples × 0.5 s + 2 HDR units × 300 s
     assert est["hours_all_units"] == pytest.approx((4 * total * 2 + 4 * 600 * 0.5 + 2 * 300) / 3600)
+
+    runner.main([*argv, "--max-units", "2"])  # + sft-s1, sft_hdr-s1: each HDR unit's acceptance named by its seed
+    report = (tmp_path / "out" / "ablation_v2.md").read_text()
+    assert "sft_hdr-s0: HDR accepted 1 of 4 hard samples" in report
+    assert "sft_hdr-s1: HDR accepted 2 of 4 hard samples" in report
 
 
 def test_units_folder_and_bf16_are_honoured(tmp_path, monkeypatch):

@@ -145,9 +145,9 @@ def reading(res: dict) -> list[str]:
             if traj:
                 vals = [v for _, v in traj]
                 lines.append(f"{unit}: λ {vals[0]:.3f} → {vals[-1]:.3f} (min {min(vals):.3f}, max {max(vals):.3f}).")
-    for arm, row in res["arms"].items():
-        for h in row["hdr"]:
-            lines.append(f"{arm}: HDR accepted {h['accepted_total']} of {h['initial_hard']} hard samples "
+    for row in res["arms"].values():
+        for unit, h in row["hdr"].items():
+            lines.append(f"{unit}: HDR accepted {h['accepted_total']} of {h['initial_hard']} hard samples "
                          f"(rounds: {h['rounds']}).")
     if res["data"].get("alpha_supervised") is not None:
         lines.append(f"Training data α (plain SFT's CoT weight, supervised tokens) = "

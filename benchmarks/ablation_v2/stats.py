@@ -74,7 +74,7 @@ def arm_summary(units: list[dict], cats: list[str], resamples: int) -> dict:
     logs = [u.get("log") or [] for u in units]
     if any(logs):
         row["loss_end"] = {k: statistics.mean(lg[-1][k] for lg in logs if lg) for k in ("ssb/loss_cot", "ssb/loss_call")}
-    row["hdr"] = [u["hdr"] for u in units if u.get("hdr")]
+    row["hdr"] = {u["unit"]: u["hdr"] for u in units if u.get("hdr")}
     return row
 
 
