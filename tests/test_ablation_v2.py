@@ -130,7 +130,8 @@ def test_committed_units_keep_their_config_hash(tmp_path):
     assert sorted(configs) == sorted(committed["units_done"] + committed["units_missing"])
     stored = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "ablation_v2" / "units").glob("*.json")
               if not p.name.endswith(".stale.json")}
-    assert sorted(stored) == committed["units_done"] and len(stored) == 15 and not committed["units_missing"]  # all done
+    # all 15 units done
+    assert sorted(stored) == committed["units_done"] and len(stored) == 15 and not committed["units_missing"]
     for name, unit in stored.items():
         assert configs[name] == unit["config"], name
         assert config_hash(configs[name]) == unit["config_hash"] == config_hash(unit["config"]), name

@@ -76,6 +76,7 @@ def refuse_emulated_bf16(opts) -> None:
     raise SystemExit(
         f"--bf16 on a CPU without amx_bf16 or avx512_bf16 ({machine()['cpu_model']}): torch emulates bf16 matmuls "
         "here, several times slower than fp32 (benchmarks/bf16_cpu.py measures it), so a unit would take many hours. "
-        "Run the bf16 units on a CPU that lists amx_bf16 or avx512_bf16 in /proc/cpuinfo (ablation v2's committed units ran "
-        "on an AMX Xeon and an avx512_bf16 EPYC), or drop --bf16 and give the fp32 run its own --units and --out (fp32 units are not comparable "
-        "with bf16 ones), or pass --allow-slow-bf16 to run anyway. --report-only rebuilds the report from the cache.")
+        "Run the bf16 units on a CPU that lists amx_bf16 or avx512_bf16 in /proc/cpuinfo (ablation v2's committed "
+        "units ran on an AMX Xeon and an avx512_bf16 EPYC), or drop --bf16 and give the fp32 run its own --units and "
+        "--out (fp32 units are not comparable with bf16 ones), or pass --allow-slow-bf16 to run anyway. --report-only "
+        "rebuilds the report from the cache.")
